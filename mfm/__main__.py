@@ -1,0 +1,5 @@
+import sys
+
+from mfm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv (or reuse it) and install the project with pinned versions.
+# torch first (its CUDA build runs on the CPU too), then deepspeed against that torch, then the rest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${MFM_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+    python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+STAMP="$VENV/.mfm-installed"
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt constraints.txt ]; then
+    exit 0
+fi
+"$PY" -m pip install --quiet --upgrade pip
+"$PY" -m pip install --quiet -c constraints.txt torch torchvision
+DS_BUILD_OPS=0 "$PY" -m pip install --quiet --no-build-isolation -c constraints.txt deepspeed
+"$PY" -m pip install --quiet -c constraints.txt -e ".[test]"
+touch "$STAMP"

@@ -1,0 +1,431 @@
+"""The MfM transformer (paper §3, Table 2): a DiT with 3D full attention, cross-attention to T5, AdaLN from
+timestep + motion score, 3D RoPE, QK RMSNorm over the inner dim, and a conv adapter for the 3D condition.
+
+Reads top to bottom: helpers, embedders, attention, `MfMBlock`, `FinalLayer`, `MfM`, presets. Structure and
+constants follow the released model (official-mfm-facts.md); `model/release.py` maps its weight names to ours.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from model.adapter import ConditionAdapter
+from model.math import ATTENTION_BACKENDS, apply_rope, attention, rope_3d
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TEXT_PAD_BIAS = -10000.0  # additive attention bias on padded text tokens (release value)
+
+
+@dataclass(frozen=True)
+class MfMConfig:
+    num_layers: int = 28
+    num_heads: int = 28
+    head_dim: int = 64
+    text_dim: int = 2048  # T5 hidden size (cross-attention key/value input)
+    latent_channels: int = 16  # CogVideoX VAE
+    patch_size: int = 2
+    mlp_ratio: int = 4
+    use_depth: bool = True  # condition channels [R, G, B, depth, mask]; without depth [R, G, B, mask]
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    attention_backend: str = "auto"
+
+    def __post_init__(self):
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention_backend {self.attention_backend!r} is not one of {sorted(ATTENTION_BACKENDS)}"
+            )
+        for f in ("num_layers", "num_heads", "head_dim", "text_dim", "latent_channels", "patch_size"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"MfMConfig.{f} must be >= 1, got {getattr(self, f)}")
+
+    @property
+    def dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def cond_channels(self) -> int:
+        return 5 if self.use_depth else 4
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MfMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown MfMConfig keys {unknown}; allowed: {sorted(known)}")
+        return cls(**d)
+
+
+#################################################################################
+#                                  Helpers                                      #
+#################################################################################
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """AdaLN: x·(1 + scale) + shift, with per-sample (B, D) shift and scale over (B, N, D) tokens."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+def sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """(B,) -> (B, dim) = [cos | sin] with freq_k = max_period^(-k / (dim/2 - 1)) (diffusers' Timesteps with
+    flip_sin_to_cos=True, downscale_freq_shift=1). t is used as given (0–1000 timesteps, raw motion score)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1))
+    angles = t.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+#################################################################################
+#                               Embedders                                       #
+#################################################################################
+
+
+class ScalarEmbedder(nn.Module):
+    """A scalar per sample (timestep or motion score) -> (B, D) via a 256-channel sinusoid and a 2-layer MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoid(s, self.freq_dim).to(self.mlp[0].weight.dtype))  # (B, D)
+
+
+class PatchEmbed(nn.Module):
+    """Latent (B, C, T, h, w) -> tokens on a (T, h/p, w/p) grid, width D: a per-frame p×p conv, no temporal patch."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        y = self.proj(x.transpose(1, 2).flatten(0, 1))  # (B·T, D, h/p, w/p)
+        return y.unflatten(0, (b, -1)).transpose(1, 2)  # (B, D, T, h/p, w/p)
+
+
+#################################################################################
+#                                Attention                                      #
+#################################################################################
+
+
+class QKNorm(nn.Module):
+    """RMSNorm of queries and keys over the whole inner dim (all heads at once), each with its own weight."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.query_norm = nn.RMSNorm(dim, eps=eps)
+        self.key_norm = nn.RMSNorm(dim, eps=eps)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.query_norm(q), self.key_norm(k)
+
+
+class CoreAttention(nn.Module):
+    """softmax(q·kᵀ/√d + bias)·v on (B, N, H, Dh). Its own module so sequence parallelism can wrap it."""
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, q, k, v, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return attention(q, k, v, bias, backend=self.backend)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with biased projections, QK-norm, and RoPE on the queries (and on the keys when
+    they are the same tokens). Self-attention when `context` is None, cross-attention otherwise."""
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int, eps: float, backend: str):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(context_dim, dim)
+        self.v_proj = nn.Linear(context_dim, dim)
+        self.o_proj = nn.Linear(dim, dim)
+        self.qk_norm = QKNorm(dim, eps)
+        self.core_attention = CoreAttention(backend)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        context: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        kv_in = x if context is None else context
+        q, k = self.qk_norm(self.q_proj(x), self.k_proj(kv_in))  # (B, N, D), (B, L, D)
+        v = self.v_proj(kv_in)
+        q, k, v = (t.unflatten(-1, (self.num_heads, -1)) for t in (q, k, v))  # (B, N|L, H, Dh)
+        q = apply_rope(q, *rope)
+        if context is None:
+            k = apply_rope(k, *rope)
+        out = self.core_attention(q, k, v, bias)  # (B, N, H, Dh)
+        return self.o_proj(out.flatten(-2))  # (B, N, D)
+
+
+#################################################################################
+#                                 Core MfM                                      #
+#################################################################################
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class MfMBlock(nn.Module):
+    """GoKu block: AdaLN-Zero self-attention, plain cross-attention to text, AdaLN-Zero gated MLP."""
+
+    def __init__(self, cfg: MfMConfig):
+        super().__init__()
+        d = cfg.dim
+        self.modulation = nn.Linear(d, 6 * d)
+        self.norm_attn = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
+        self.self_attn = Attention(d, cfg.num_heads, d, cfg.norm_eps, cfg.attention_backend)
+        self.norm_cross = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.cross_attn = Attention(d, cfg.num_heads, cfg.text_dim, cfg.norm_eps, cfg.attention_backend)
+        self.norm_mlp = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.mlp = MLP(d, cfg.mlp_ratio * d)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        text: torch.Tensor,
+        text_bias: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(F.silu(c)).chunk(6, dim=-1)
+        x = x + gate_msa[:, None] * self.self_attn(modulate(self.norm_attn(x), shift_msa, scale_msa), rope)
+        x = x + self.cross_attn(self.norm_cross(x), rope, context=text, bias=text_bias)
+        x = x + gate_mlp[:, None] * self.mlp(modulate(self.norm_mlp(x), shift_mlp, scale_mlp))
+        return x  # (B, N, D)
+
+
+class FinalLayer(nn.Module):
+    """AdaLN (shift, scale) then a linear to p·p·C values per token."""
+
+    def __init__(self, cfg: MfMConfig):
+        super().__init__()
+        d = cfg.dim
+        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
+        self.modulation = nn.Linear(d, 2 * d)
+        self.linear = nn.Linear(d, cfg.patch_size**2 * cfg.latent_channels)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.modulation(F.silu(c)).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, p·p·C)
+
+
+class TokenSharding(nn.Module):
+    """Where sequence parallelism splits the token sequence and gathers it back: identity on one device.
+
+    trainer/parallel.py swaps in a split/gather over its process group; the model holds no collectives.
+    """
+
+    def shard(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return x
+
+    def gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return x
+
+
+class MfM(nn.Module):
+    """Velocity prediction v(x_t, t, motion, text, 3D condition) on CogVideoX latents."""
+
+    _no_split_modules = ("MfMBlock",)
+
+    def __init__(self, cfg: MfMConfig):
+        super().__init__()
+        self.config = cfg
+        d = cfg.dim
+        self.adapter = ConditionAdapter(cfg.cond_channels, d)
+        self.patch_embed = PatchEmbed(cfg.latent_channels, d, cfg.patch_size)
+        self.t_embedder = ScalarEmbedder(d)
+        self.motion_embedder = ScalarEmbedder(d)
+        self.blocks = nn.ModuleList(MfMBlock(cfg) for _ in range(cfg.num_layers))
+        self.final_layer = FinalLayer(cfg)
+        self.token_sharding = TokenSharding()
+        self.gradient_checkpointing = False
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier Linears with zero bias; AdaLN modulations and the output layer at zero, so every block starts
+        as the identity and the model predicts zero velocity. (The adapter zeroes its own conv_out.)"""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation.weight)
+            nn.init.zeros_(block.modulation.bias)
+        for layer in (self.final_layer.modulation, self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        cond_pixels: torch.Tensor,
+        cond_depth: torch.Tensor,
+        cond_mask: torch.Tensor,
+        motion_score: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        x:            (B, C, t, h, w) noisy latent
+        timestep:     (B,) on the 0–1000 scale (1000 = pure noise)
+        text:         (B, L, text_dim) T5 states; text_mask (B, L), 1/True = real token, 0 = padding
+        cond_pixels:  (B, 3, T, H, W) RGB in [-1, 1] times the mask, T = 4(t-1)+1, H = 8h, W = 8w
+        cond_depth:   (B, 1, T, H, W) raw depth on given frames of generation tasks, else 0
+        cond_mask:    (B, 1, T, H, W) 1 = given pixel, 0 = to generate
+        motion_score: (B,) raw motion score (5 for video by default, 0 for images)
+        returns       (B, C, t, h, w) velocity (noise − x0)
+        """
+        cfg, p = self.config, self.config.patch_size
+        b, _, t, h, w = x.shape
+        grid = (t, h // p, w // p)
+        parts = [cond_pixels, cond_depth, cond_mask] if cfg.use_depth else [cond_pixels, cond_mask]
+        cond = torch.cat(parts, dim=1).to(x.dtype)  # (B, C_cond, T, H, W)
+        tokens = self.patch_embed(x) + self.adapter(cond)  # (B, D, t, h/p, w/p)
+        tokens = tokens.flatten(2).transpose(1, 2)  # (B, N, D), (t, h, w) order, w fastest
+        c = self.t_embedder(timestep) + self.motion_embedder(motion_score)  # (B, D)
+        text = text.to(x.dtype)
+        text_bias = ((1.0 - text_mask.to(x.dtype)) * TEXT_PAD_BIAS)[:, None, None]  # (B, 1, 1, L)
+        rope = rope_3d(grid, cfg.head_dim, cfg.rope_theta, device=x.device)  # (N, Dh) cos, sin
+
+        tokens = self.token_sharding.shard(tokens, dim=1)  # (B, N/sp, D)
+        rope = tuple(self.token_sharding.shard(r, dim=0) for r in rope)
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, c, text, text_bias, rope, use_reentrant=False)
+            else:
+                tokens = block(tokens, c, text, text_bias, rope)
+        out = self.final_layer(tokens, c)  # (B, N/sp, p·p·C)
+        out = self.token_sharding.gather(out, dim=1)  # (B, N, p·p·C)
+        return self.unpatchify(out, grid)
+
+    def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(B, N, p·p·C), channel index (pᵢ·p + qᵢ)·C + c -> (B, C, t, h, w)."""
+        p, c = self.config.patch_size, self.config.latent_channels
+        t, gh, gw = grid
+        out = out.reshape(out.shape[0], t, gh, gw, p, p, c)
+        out = torch.einsum("nfhwpqc->ncfhpwq", out)
+        return out.reshape(out.shape[0], c, t, gh * p, gw * p)
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations."""
+        self.gradient_checkpointing = enabled
+
+    # ---- FLOPs (for MFU) --------------------------------------------------------------------------------
+
+    def forward_flops(self, num_tokens: int, text_len: int = 77) -> int:
+        """Matmul FLOPs of one forward per sample of `num_tokens` tokens: 2 per multiply-add of every block
+        Linear, plus attention as 4·N²·D (self) and 4·N·L·D (cross) per layer. Embedders and the adapter are
+        left out (well under 1% at every training size)."""
+        cfg, d, n = self.config, self.config.dim, num_tokens
+        per_layer = (
+            2 * n * (4 * d * d)  # self-attention q, k, v, o
+            + 2 * n * (2 * d * d) + 2 * text_len * (2 * cfg.text_dim * d)  # cross q, o | k, v
+            + 2 * n * (2 * cfg.mlp_ratio * d * d)  # MLP
+            + 4 * n * n * d  # self-attention scores and weighted sum
+            + 4 * n * text_len * d  # cross-attention
+        )
+        modulation = 2 * (6 * d * d) * cfg.num_layers  # once per sample, not per token
+        final = 2 * n * d * cfg.patch_size**2 * cfg.latent_channels + 2 * (2 * d * d)
+        return cfg.num_layers * per_layer + modulation + final
+
+    # ---- save / load (diffusers-style: config.json + safetensors) ----------------------------------------
+
+    def save_pretrained(self, path: str | Path, variant: str | None = None) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).write_text(json.dumps({"_class_name": "MfM", **asdict(self.config)}, indent=2))
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, path / _weights_name(variant), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        variant: str | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        **overrides,
+    ) -> MfM:
+        """Load our checkpoint folder, or a released MfM `transformer/` folder (or its pipeline root)."""
+        from model import release
+
+        path = Path(path)
+        if (path / "transformer").is_dir() and not (path / CONFIG_NAME).exists():
+            path = path / "transformer"
+        if not (path / CONFIG_NAME).exists():
+            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; expected an MfM or released transformer folder")
+        raw = json.loads((path / CONFIG_NAME).read_text())
+        if raw.get("_class_name") == "MfM":
+            cfg = MfMConfig.from_dict({k: v for k, v in raw.items() if k != "_class_name"} | overrides)
+            state = load_file(path / _weights_name(variant))
+        else:
+            cfg = MfMConfig.from_dict(asdict(release.config_from_release(raw)) | overrides)
+            state = release.state_dict_from_release(release.load_release_weights(path))
+        with torch.device("meta"):
+            model = cls(cfg)
+        model.load_state_dict_strict(state)
+        return model.to(device=device, dtype=dtype)
+
+    def load_state_dict_strict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load every parameter (built on meta or not), failing with the missing and unexpected names."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+                 if k in state and state[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise ValueError(f"state dict does not fit MfM{self.config}: missing {missing}, "
+                             f"unexpected {unexpected}, wrong shapes {wrong}")
+        self.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
+
+
+def _weights_name(variant: str | None) -> str:
+    return WEIGHTS_NAME if variant is None else WEIGHTS_NAME.replace(".safetensors", f".{variant}.safetensors")
+
+
+#################################################################################
+#                                 Presets                                       #
+#################################################################################
+
+MFM_CONFIGS: dict[str, MfMConfig] = {
+    "tiny": MfMConfig(num_layers=2, num_heads=2, head_dim=64, text_dim=32),
+    "2b": MfMConfig(num_layers=28, num_heads=28, head_dim=64, text_dim=2048),  # D 1792, FFN 7168
+    "8b": MfMConfig(num_layers=40, num_heads=48, head_dim=64, text_dim=2048),  # D 3072, FFN 12288
+}
+
+
+def build_on_meta(size: str) -> MfM:
+    """The model of a preset with no memory behind its parameters (for counting)."""
+    if size not in MFM_CONFIGS:
+        raise ValueError(f"unknown size {size!r}; choose one of {sorted(MFM_CONFIGS)}")
+    with torch.device("meta"):
+        return MfM(MFM_CONFIGS[size])

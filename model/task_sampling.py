@@ -1,0 +1,94 @@
+"""Multi-task training draws: which tasks a clip qualifies for, which one it makes, and the dropouts.
+
+Paper §3.3: "At each training step, we randomly sample a video input, assign a set of qualified tasks
+that fits it, and select one task"; T2I, T2V and I2V are picked 3x as often as the others
+(`Task.weight`); 10% (T2V) / 30% (T2I) of prompts are replaced by the null prompt; for the other
+tasks the 3D condition (pixels, depth and mask) is zeroed 10% of the time, the task name staying in
+the prompt.
+
+Qualification: an image (T = 1) qualifies for the image tasks, a video (T = 4k+1) for the video
+tasks whose given spans fit (VEXT needs 17 frames, FLC2V 33: the most frames the draw can give plus
+one to generate); colorization needs a colour clip (a grayscale clip cannot teach it); editing needs
+an edit pair. The null prompt is the empty string: the release's unconditional CFG branch carries no
+task tag either.
+
+Every draw comes from one `torch.Generator`, so a seeded generator replays a run exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from enum import Enum
+
+import torch
+
+from model.conditions import Clip, Condition, build_condition, clip_problem, draw_params
+from model.tasks import DEFAULT_EXTRA, TASKS, Task
+
+TEXT_DROP = {"t2v": 0.1, "t2i": 0.3}  # share of prompts replaced by NULL_PROMPT
+CONDITION_DROP = 0.1  # share of 3D conditions zeroed, for tasks not in TEXT_DROP
+NULL_PROMPT = ""
+COLOUR_THRESHOLD = 0.02  # mean chroma (max - min channel, [-1, 1] scale) below which a clip is grayscale
+
+
+class Dropout(Enum):
+    NONE = "none"
+    TEXT = "text"
+    CONDITION = "condition"
+
+
+def mean_chroma(frames: torch.Tensor) -> float:
+    """Mean over pixels of max(R, G, B) - min(R, G, B) for (3, T, H, W) in [-1, 1], on a subsample of
+    about 8 frames and every 4th pixel (a grayscale clip gives 0)."""
+    t = frames.shape[1]
+    sample = frames[:, :: max(1, t // 8), ::4, ::4]
+    return float((sample.amax(0) - sample.amin(0)).mean())
+
+
+def qualified_tasks(clip: Clip) -> list[Task]:
+    """The tasks `clip` can train, in registry order."""
+    colour = mean_chroma(clip.frames) > COLOUR_THRESHOLD
+    tasks = []
+    for task in TASKS.values():
+        if clip_problem(task, clip):
+            continue
+        if task.condition == "grayscale" and not colour:
+            continue
+        if task.is_edit and not clip.instruction:
+            continue
+        tasks.append(task)
+    return tasks
+
+
+def sample_task(tasks: list[Task], gen: torch.Generator) -> Task:
+    """One of `tasks`, picked with probability proportional to `Task.weight`."""
+    weights = torch.tensor([t.weight for t in tasks], dtype=torch.float64)
+    return tasks[int(torch.multinomial(weights, 1, generator=gen))]
+
+
+def draw_dropout(task: Task, gen: torch.Generator) -> Dropout:
+    """T2V/T2I: drop the text at their rate; other tasks: drop the 3D condition at CONDITION_DROP."""
+    u = float(torch.rand((), generator=gen, dtype=torch.float64))
+    if task.id in TEXT_DROP:
+        return Dropout.TEXT if u < TEXT_DROP[task.id] else Dropout.NONE
+    return Dropout.CONDITION if u < CONDITION_DROP else Dropout.NONE
+
+
+def apply_dropout(cond: Condition, dropout: Dropout) -> Condition:
+    if dropout is Dropout.TEXT:
+        return replace(cond, prompt=NULL_PROMPT, text_dropped=True)
+    if dropout is Dropout.CONDITION:
+        zeros = {name: torch.zeros_like(getattr(cond, name)) for name in ("pixels", "depth", "mask")}
+        return replace(cond, **zeros, condition_dropped=True)
+    return cond
+
+
+def sample_training_condition(clip: Clip, gen: torch.Generator, extra: str = DEFAULT_EXTRA) -> Condition:
+    """One training sample's condition: qualify, pick a task, draw its parameters, build, drop out."""
+    tasks = qualified_tasks(clip)
+    if not tasks:
+        shape = tuple(clip.frames.shape)
+        raise ValueError(f"clip of shape {shape} qualifies for no task (T = 1 or 4k+1 >= 5; H, W x16)")
+    task = sample_task(tasks, gen)
+    cond = build_condition(task, clip, draw_params(task, clip, gen), extra)
+    return apply_dropout(cond, draw_dropout(task, gen))

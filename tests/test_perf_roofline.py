@@ -1,0 +1,30 @@
+"""The roofline's operation list is the model's FLOPs, and it runs end to end on the CPU at a tiny size."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmark.perf.roofline import STAGES, attainable_step, attention_flops, block_matmuls
+from model.mfm import MFM_CONFIGS, MfM, build_on_meta
+
+
+def test_timed_operations_cover_exactly_three_forward_passes_of_the_blocks():
+    for size in ("tiny", "2b"):
+        cfg = MFM_CONFIGS[size]
+        model = build_on_meta(size) if size != "tiny" else MfM(cfg)
+        for grid, batch in STAGES.values():
+            tokens = grid[0] * grid[1] * grid[2]
+            mms = block_matmuls(cfg, tokens, batch)
+            fwd = sum(m.flops for m in mms if m.phase == "fwd")
+            bwd = sum(m.flops for m in mms if m.phase == "bwd")
+            assert bwd == 2 * fwd
+            final = 2 * tokens * cfg.dim * cfg.patch_size**2 * cfg.latent_channels + 2 * 2 * cfg.dim**2
+            per_sample_blocks = cfg.num_layers * (fwd + attention_flops(cfg, tokens, batch) // 3) // batch
+            assert per_sample_blocks + final == model.forward_flops(tokens)
+
+
+def test_attainable_step_runs_on_cpu_at_a_tiny_size():
+    result = attainable_step(MFM_CONFIGS["tiny"], "tiny", torch.device("cpu"), torch.float32,
+                             repeats=1, grid=(2, 2, 4), batch=1)
+    assert result.seconds > 0 and result.attention_backend == "math"
+    assert result.tokens == 16 and "attainable MFU" in result.line("tiny")

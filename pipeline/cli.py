@@ -1,0 +1,110 @@
+"""`mfm curate`: raw videos -> Lance `clips` + `sources` on Ray; `mfm curate report`: an HTML report.
+
+    mfm curate --input <folder | manifest.{csv,jsonl,parquet} | s3://... | gs://...> --output <dir>
+               [--config curate.yaml] [--set key=value ...] [--address ray://...|auto]
+               [--describe] [--score-only]
+    mfm curate report <dir> --out report.html
+
+Exit status: 0 with a summary; 2 on a config or input error (before any work); 1 when every input
+failed or the run stopped early (a rerun finishes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from pipeline.config import ConfigError, CurateConfig, load_config, parse_overrides
+
+
+def _curate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfm curate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", help="folder, manifest (.csv/.jsonl/.parquet) or s3:// / gs:// prefix")
+    p.add_argument("--output", help="output folder (local or object store) holding clips.lance, sources.lance")
+    p.add_argument("--config", help="YAML config (see pipeline/config.py)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set motion.threshold=3")  # fmt: skip
+    p.add_argument("--address", help="Ray cluster address (ray://host:10001, host:6379 or auto); default: local")
+    p.add_argument("--describe", action="store_true", help="list the stages, resources and columns, then exit")
+    p.add_argument("--score-only", action="store_true", help="annotate scores, reject nothing")
+    return p
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfm curate report", description="HTML report of a curated output folder")
+    p.add_argument("output", help="the --output folder of a curation run")
+    p.add_argument("--out", required=True, help="report .html path")
+    p.add_argument("--clips", type=int, default=8, help="clips on the contact sheet")
+    p.add_argument("--config", help="YAML config (only storage.options is used)")
+    return p
+
+
+def describe(cfg: CurateConfig) -> str:
+    """Every stage in order with its kind, resources, batch size and the columns it reads and writes."""
+    from pipeline.stages import build_stages
+
+    lines = ["mfm curate stages, in order (gpus 'auto': a share of the cluster's GPUs when it has any):"]
+    for stage in build_stages(cfg):
+        d = stage.describe()
+        gpus = "auto" if d["gpus"] == 0 and stage.actors else d["gpus"]
+        lines += [f"{d['stage']:<14} {d['kind']:<10} cpus={d['cpus']} gpus={gpus} batch={d['batch_size']}",
+                  f"    reads:  {', '.join(d['reads'])}", f"    writes: {', '.join(d['writes'])}"]  # fmt: skip
+    lines.append(f"motion: {cfg.motion.backend}; depth: {cfg.depth.model or 'off (set depth.model)'}; "
+                 f"text: {cfg.text.model or 'off (set text.model)'}; vae: {cfg.vae.model or 'off'}; "
+                 f"score_only: {cfg.run.score_only}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console(stderr=True)
+    if argv[:1] == ["report"]:
+        return _report(_report_parser().parse_args(argv[1:]), console)
+    args = _curate_parser().parse_args(argv)
+    try:
+        overrides = parse_overrides(args.overrides)
+        if args.score_only:
+            overrides["run.score_only"] = True
+        cfg = load_config(args.config, overrides)
+    except ConfigError as exc:
+        console.print(f"mfm curate: config error: {exc}", highlight=False, markup=False)
+        return 2
+    if args.describe:
+        print(describe(cfg))
+        return 0
+    if not args.input or not args.output:
+        console.print("mfm curate: --input and --output are required (or --describe)")
+        return 2
+    return _curate(args, cfg, console)
+
+
+def _curate(args: argparse.Namespace, cfg: CurateConfig, console: Console) -> int:
+    from pipeline.engine import curate
+    from pipeline.inputs import InputError
+
+    try:
+        summary = curate(args.input, args.output, cfg, address=args.address)
+    except InputError as exc:
+        console.print(f"mfm curate: input error: {exc}", highlight=False, markup=False)
+        return 2
+    for line in summary.lines():
+        console.print(line, highlight=False, markup=False)
+    if summary.all_failed:
+        console.print("mfm curate: every input failed", highlight=False)
+        return 1
+    return 1 if summary.error else 0
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from pipeline.report import write_report
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        console.print(f"mfm curate report: config error: {exc}", highlight=False, markup=False)
+        return 2
+    path = write_report(args.output, args.out, n_clips=args.clips, storage_options=cfg.storage.lance_options)
+    console.print(f"report: {path}", highlight=False)
+    return 0

@@ -1,0 +1,217 @@
+"""`mfm curate` configuration: a YAML file checked by typed pydantic models before any work starts.
+
+Every section forbids unknown keys; `load_config` turns pydantic's errors into `ConfigError` lines that
+name the key path and, for a wrong key or value, the allowed keys or values.
+
+```yaml
+storage: {options: {}, lance: {}}  # fsspec options / Lance storage_options (credentials are never logged)
+clip: {min_frames: 97, max_frames: 97, max_side: 1280}
+blur: {threshold: 200}
+motion: {method: auto, raft_weights: /models/raft_large.pth, threshold: 5}
+depth: {model: /models/depth-anything-v2-small}
+text: {model: /models/t5-v1_1-xxl}
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message names the path and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(_Section):
+    # fsspec options for inputs and remote weights (s3fs: key, secret, client_kwargs: {endpoint_url: ...})
+    options: dict[str, Any] = Field(default_factory=dict)
+    # Lance storage_options for the output tables (aws_access_key_id, aws_secret_access_key, endpoint,
+    # allow_http, region, ...); None: `options`. Both also read credentials from the environment
+    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), which keeps them out of the config.
+    lance: dict[str, str] | None = None
+
+    @property
+    def lance_options(self) -> dict[str, Any]:
+        """storage_options for Lance: `lance` when set, else `options`."""
+        return self.options if self.lance is None else self.lance
+
+
+class InputConfig(_Section):
+    captions_from_sidecar: bool = True  # folders: caption = text of <stem>.txt beside the file
+    video_extensions: list[str] = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"]
+    image_extensions: list[str] = [".jpg", ".jpeg", ".png", ".webp"]
+
+
+class ClipConfig(_Section):
+    min_frames: int = Field(97, ge=1)  # shorter shots / remainders are kept as "too_short" rejects
+    max_frames: int = Field(97, ge=1)  # window length cut from each shot
+    shot_threshold: float = Field(15.0, gt=0)  # least HSV content change of a cut (0-255 scale) ...
+    shot_ratio: float = Field(3.0, gt=1)  # ... and at least this many times its neighbours' change
+    min_shot_frames: int = Field(8, ge=1)  # no two cuts closer than this
+    scan_long_side: int = Field(96, ge=16)  # frames are scanned for cuts at this size (small: less motion noise)
+    max_side: int = Field(1280, ge=16)  # stored media: long side at most this (never up-scaled)
+    crf: int = Field(18, ge=0, le=51)  # H.264 quality of the stored clip
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
+
+    @model_validator(mode="after")
+    def _windows(self) -> ClipConfig:
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"min_frames ({self.min_frames}) must be <= max_frames ({self.max_frames})")
+        return self
+
+
+class BlurConfig(_Section):
+    threshold: float = Field(200.0, ge=0)  # reject when the mean Laplacian variance is below
+    n_frames: int = Field(5, ge=1)  # frames sampled per clip
+
+
+class ModelStageConfig(_Section):
+    batch_size: int = Field(4, ge=1)
+    actors: int = Field(1, ge=1)  # actor pool size
+    cpus: float = Field(0.25, gt=0)  # fractional: two cores never deadlock
+    gpus: float | None = Field(None, ge=0)  # None: 1 when the cluster has GPUs, else 0
+
+
+class MotionConfig(ModelStageConfig):
+    method: Literal["auto", "raft", "farneback"] = "auto"  # auto: RAFT when raft_weights is set
+    raft_variant: Literal["raft_small", "raft_large"] = "raft_large"
+    raft_weights: str | None = None  # local or object-store path to a state dict (.safetensors / .pt)
+    flow_updates: int = Field(12, ge=1)  # RAFT refinement iterations
+    threshold: float = Field(5.0, ge=0)  # reject when the mean flow (px/frame) is below
+    n_pairs: int = Field(8, ge=1)  # frame pairs sampled per clip
+    pair_gap: int = Field(1, ge=1)  # frames between the two frames of a pair
+    analysis_short_side: int = Field(256, ge=8)  # fixed analysis size, so scores compare across sources
+
+    @model_validator(mode="after")
+    def _weights(self) -> MotionConfig:
+        if self.method == "raft" and not self.raft_weights:
+            raise ValueError("method 'raft' needs raft_weights (a local path); use 'farneback' or 'auto'")
+        return self
+
+    @property
+    def backend(self) -> str:
+        """"raft_small" / "raft_large" or "farneback": what `motion_method` will say."""
+        use_raft = self.method == "raft" or (self.method == "auto" and self.raft_weights)
+        return self.raft_variant if use_raft else "farneback"
+
+
+class DepthConfig(ModelStageConfig):
+    model: str | None = None  # local / object-store folder for model.depth.DepthEstimator; None: stage off
+    name: str = "depth-anything-v2"  # recorded in depth_model
+
+
+class TextConfig(ModelStageConfig):
+    model: str | None = None  # folder for model.text_encoder.TextEncoder; None: stage off
+    name: str = "t5"  # recorded in text_encoder
+    batch_size: int = Field(16, ge=1)
+
+
+class VaeConfig(ModelStageConfig):
+    model: str | None = None  # folder for model.vae.VideoVAE; None: stage off
+    name: str = "cogvideox-vae"
+    buckets: list[str] = Field(default_factory=lambda: ["480x848"])  # "HxW", multiples of 16
+    batch_size: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _buckets(self) -> VaeConfig:
+        for bucket in self.buckets:
+            h, _, w = bucket.partition("x")
+            if not (h.isdigit() and w.isdigit() and int(h) % 16 == 0 and int(w) % 16 == 0):
+                raise ValueError(f"bucket {bucket!r} is not 'HxW' with H and W multiples of 16")
+        return self
+
+
+class RunConfig(_Section):
+    score_only: bool = False  # annotate scores, reject nothing
+    commit_every: int = Field(16, ge=1)  # commit when this many sources are complete ...
+    commit_interval_s: float = Field(60.0, gt=0)  # ... or this long after the last commit
+    cpus_per_task: float = Field(0.5, gt=0)  # CPU stages (tasks)
+    clip_batch_size: int = Field(4, ge=1)  # clips per CPU task
+    write_batch_size: int = Field(32, ge=1)  # clips per written Lance fragment
+    cache_dir: str = "/tmp/mfm-curate-cache"  # node-local copies of remote sources and weights
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only: CPUs to start it with
+
+
+class CurateConfig(_Section):
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    inputs: InputConfig = Field(default_factory=InputConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    blur: BlurConfig = Field(default_factory=BlurConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    depth: DepthConfig = Field(default_factory=DepthConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    vae: VaeConfig = Field(default_factory=VaeConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def content_hash(self) -> str:
+        """Hash of everything that changes what rows contain (not storage or execution knobs)."""
+        data = self.model_dump(mode="json", exclude={"storage": True, "run": True})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> CurateConfig:
+    """Read and check a YAML config (None: defaults), then apply `overrides` ({"a.b": value})."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return CurateConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + "invalid config:\n" + "\n".join(_explain(exc))) from None
+
+
+def _explain(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _fields_at(err["loc"][:-1])
+            lines.append(f"  {loc}: unknown key; allowed keys here: {', '.join(allowed)}")
+        elif err["loc"][:1] == ("storage",):  # may hold credentials: never echo the value
+            lines.append(f"  {loc}: {err['msg']}")
+        else:
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+    return lines
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = CurateConfig
+    for key in loc:
+        annotation = model.model_fields[str(key)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """["motion.threshold=3", ...] -> {"motion.threshold": 3} (values parsed as YAML scalars)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. motion.threshold=3")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

@@ -1,0 +1,1 @@
+"""Pure helpers behind the stages: media I/O, shot boundaries, blur and motion scores."""

@@ -1,0 +1,80 @@
+"""The output tables on disk or an object store: create, open, append-commit, and resume bookkeeping.
+
+Crash safety comes from Lance's commit protocol: fragment files are invisible until a commit names
+them, and a commit is one atomic manifest write. The driver commits in this order:
+
+1. `clips`: an Append of the fragments the workers wrote since the last commit (any mix of sources);
+2. `sources`: an Append of one row per source whose clip rows are all in committed fragments.
+
+A `sources` row is therefore the "done" marker. A run killed between 1 and 2 (or mid-source) leaves
+clip rows of unfinished sources ("orphans"): `delete_orphans` removes them when the next run starts,
+and that run processes those sources again; clip_ids are deterministic, so the result equals an
+unbroken run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline import schema
+
+
+def table_uri(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}.lance"
+
+
+def open_or_create(root: str, name: str, storage_options: dict[str, Any] | None = None) -> Any:
+    """Open table `name` under `root` (checking its schema version), creating it empty when missing."""
+    import lance
+
+    uri = table_uri(root, name)
+    try:
+        ds = lance.dataset(uri, storage_options=storage_options or None)
+    except ValueError as exc:
+        if "not found" not in str(exc).lower():
+            raise
+        empty = schema.SCHEMAS[name].empty_table()
+        return lance.write_dataset(
+            empty, uri, schema=schema.SCHEMAS[name], mode="create",
+            data_storage_version=schema.LANCE_STORAGE_VERSION, storage_options=storage_options or None,
+        )  # fmt: skip
+    schema.check_schema(ds.schema, name)
+    return ds
+
+
+def commit_fragments(ds: Any, fragments: list[Any], storage_options: dict[str, Any] | None = None) -> Any:
+    """Append written fragments to `ds` in one commit based on the version we read."""
+    import lance
+
+    return lance.LanceDataset.commit(
+        ds.uri, lance.LanceOperation.Append(fragments), read_version=ds.version,
+        storage_options=storage_options or None,
+    )  # fmt: skip
+
+
+def append_rows(ds: Any, table: pa.Table, storage_options: dict[str, Any] | None = None) -> Any:
+    """Write `table` as new fragments of `ds` and commit them."""
+    import lance
+
+    fragments = lance.fragment.write_fragments(
+        table, ds.uri, schema=ds.schema, mode="append", storage_options=storage_options or None
+    )
+    return commit_fragments(ds, fragments, storage_options)
+
+
+def done_source_ids(sources_ds: Any) -> set[str]:
+    """source_id of every source recorded as done (ok or failed)."""
+    return set(sources_ds.to_table(columns=["source_id"]).column("source_id").to_pylist())
+
+
+def delete_orphans(clips_ds: Any, done: set[str], chunk: int = 500) -> int:
+    """Delete clip rows whose source has no `sources` row (left by a killed run); -> rows deleted."""
+    present = set(clips_ds.to_table(columns=["source_id"]).column("source_id").unique().to_pylist())
+    orphans = sorted(present - done)
+    before = clips_ds.count_rows()
+    for start in range(0, len(orphans), chunk):
+        quoted = ", ".join(f"'{sid}'" for sid in orphans[start : start + chunk])  # uuids: no quoting issues
+        clips_ds.delete(f"source_id IN ({quoted})")
+    return before - clips_ds.count_rows() if orphans else 0

@@ -1,0 +1,147 @@
+"""pipeline/ops and pipeline/schema on synthetic media with known answers (no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import video_fixtures as vf
+
+from pipeline import schema
+from pipeline.ops import blur, media, motion, shots
+
+SIZE = (128, 160)  # (H, W); RAFT needs >= 128 px on both sides at the analysis size
+
+
+def _pairs(path, n_frames: int, short_side: int = 128) -> np.ndarray:
+    starts = motion.pair_starts(0, n_frames, 6, 1)
+    indices = sorted({i for s in starts for i in (s, s + 1)})
+    frames = dict(zip(indices, media.read_frames(str(path), indices, motion.analysis_size(160, 128, short_side))))
+    return np.stack([[frames[s], frames[s + 1]] for s in starts])  # (N, 2, h, w, 3)
+
+
+def test_farneback_motion_is_ordered_and_near_the_truth(tmp_path):
+    speeds = [(0.0, 0.0), (0.5, 0.0), (1.5, 1.0), (3.0, 0.0), (4.0, 3.0)]
+    scores = []
+    for k, speed in enumerate(speeds):
+        path = vf.write_moving_pattern(tmp_path / f"m{k}.mp4", 17, SIZE, speed, seed=k)
+        scores.append(motion.farneback_motion(_pairs(path, 17)))
+    truth = [float(np.hypot(*s)) for s in speeds]
+    assert scores == sorted(scores), scores
+    np.testing.assert_allclose(scores, truth, atol=0.15, rtol=0.1)
+
+
+def test_analysis_size_scales_the_score(tmp_path):
+    path = vf.write_moving_pattern(tmp_path / "m.mp4", 9, SIZE, (4.0, 0.0))
+    half = motion.farneback_motion(_pairs(path, 9, short_side=64))  # frames at half size: half the px/frame
+    assert half == pytest.approx(2.0, abs=0.2)
+
+
+def test_tiny_random_raft_runs_the_same_path(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    weights = motion.save_raft(motion.load_raft("raft_small", None), tmp_path / "raft_small.safetensors")
+    raft = motion.RaftMotion("raft_small", weights, flow_updates=2)
+    path = vf.write_moving_pattern(tmp_path / "m.mp4", 9, SIZE, (2.0, 0.0))
+    score = raft(_pairs(path, 9))
+    assert np.isfinite(score) and score >= 0
+    reloaded = motion.RaftMotion("raft_small", weights, flow_updates=2)  # weights round-trip exactly
+    assert reloaded(_pairs(path, 9)) == pytest.approx(score, rel=1e-5)
+
+
+def test_cuts_are_found_within_one_frame(tmp_path):
+    cuts = (13, 30, 47)
+    path = vf.write_cuts_video(tmp_path / "cuts.mp4", 64, cuts, SIZE, speed=(2.0, 0.0))
+    scores, n = shots.content_scores(media.scan_frames(str(path), 96))
+    found = shots.detect_cuts(scores, threshold=15, ratio=3, min_shot_frames=8)
+    assert n == 64
+    assert len(found) == len(cuts) and all(abs(f - c) <= 1 for f, c in zip(found, cuts)), found
+
+
+def test_fast_motion_is_not_a_cut(tmp_path):
+    path = vf.write_moving_pattern(tmp_path / "fast.mp4", 40, SIZE, (6.0, 2.0))
+    scores, _ = shots.content_scores(media.scan_frames(str(path), 96))
+    assert shots.detect_cuts(scores, threshold=15, ratio=3, min_shot_frames=8) == []
+
+
+def test_clip_windows_cover_every_frame_once():
+    windows = shots.clip_windows(100, [30, 50], min_frames=9, max_frames=17)
+    covered = [i for w in windows for i in range(w.start, w.end)]
+    assert covered == list(range(100))
+    assert [(w.start, w.end, w.long_enough) for w in windows[:3]] == [(0, 17, True), (17, 30, True), (30, 47, True)]
+    assert (47, 50, False) in [(w.start, w.end, w.long_enough) for w in windows]
+
+
+def test_blurred_copy_scores_far_lower(tmp_path):
+    sharp = vf.write_moving_pattern(tmp_path / "sharp.mp4", 9, SIZE, (2.0, 0.0))
+    blurred = vf.write_blurred_copy(sharp, tmp_path / "blurred.mp4", sigma=3.0)
+    sharp_score = blur.blur_score(media.read_frames(str(sharp), [0, 4, 8]))
+    blurred_score = blur.blur_score(media.read_frames(str(blurred), [0, 4, 8]))
+    assert sharp_score > 200 > 20 > blurred_score  # the paper's threshold separates them
+
+
+def test_broken_zoo_gives_the_right_error_kinds(tmp_path):
+    good = vf.write_moving_pattern(tmp_path / "good.mp4", 33, SIZE)
+    for name, (uri, kind) in vf.write_broken_zoo(tmp_path / "zoo", good).items():
+        with pytest.raises(media.MediaError) as err:
+            path = media.local_path(uri, None, str(tmp_path / "cache"))
+            info = media.probe(path, "video")
+            list(media.scan_frames(path, 64, expected=info["n_frames"]))
+        assert err.value.kind == kind, (name, err.value)
+        assert err.value.message, name
+
+
+def test_probe_reads_the_truth(tmp_path):
+    path = vf.write_moving_pattern(tmp_path / "m.mp4", 21, SIZE, fps=25.0)
+    info = media.probe(str(path), "video")
+    assert (info["n_frames"], info["width"], info["height"], info["codec"]) == (21, 160, 128, "h264")
+    assert info["fps"] == pytest.approx(25.0)
+    image = vf.write_image(tmp_path / "s.jpg", SIZE)
+    assert media.probe(str(image), "image")["n_frames"] == 1
+
+
+def test_stored_media_round_trips(tmp_path):
+    frames = np.stack([np.roll(vf.texture(64, 80, sigma=4.0), k, axis=1) for k in range(9)])  # smooth: 4:2:0 keeps it
+    decoded = schema.decode_video(schema.encode_video(frames, 24.0, crf=10))
+    assert decoded.shape == frames.shape
+    assert np.abs(decoded.astype(float) - frames).mean() < 5
+    image = frames[0]
+    np.testing.assert_array_equal(schema.decode_video(schema.encode_image(image))[0], image)  # PNG: lossless
+    tensor = schema.frames_to_tensor(decoded)
+    assert tensor.shape == (3, 9, 64, 80) and tensor.min() >= -1 and tensor.max() <= 1
+
+
+def test_depth_codec_keeps_raw_depth():
+    rng = np.random.default_rng(0)
+    depth = rng.random((5, 32, 48)).astype(np.float32) * 40 + np.arange(5)[:, None, None]
+    pngs, lo, hi = schema.encode_depth(depth)
+    back = schema.decode_depth(pngs, lo, hi)
+    assert back.dtype == np.float32 and back.shape == depth.shape
+    assert np.abs(back - depth).max() <= 40 / 65535 + 1e-4
+    flat = schema.decode_depth(*schema.encode_depth(np.full((1, 4, 4), 3.0)))
+    np.testing.assert_allclose(flat, 3.0)
+
+
+def test_text_embedding_codec_pads_to_77():
+    emb = np.random.default_rng(0).standard_normal((77, 32)).astype(np.float32)
+    keep = np.arange(77) < 9
+    data, n, dim = schema.encode_text_embedding(emb, keep)
+    padded, mask = schema.decode_text_embedding(data, n, dim)
+    assert (n, dim, padded.shape, int(mask.sum())) == (9, 32, (77, 32), 9)
+    np.testing.assert_allclose(padded[:9], emb[:9], atol=2e-3)
+    assert not padded[9:].any()
+
+
+def test_clip_ids_are_deterministic():
+    a = schema.clip_id("s3://b/v.mp4", 0, 97)
+    assert a == schema.clip_id("s3://b/v.mp4", 0, 97)
+    assert len({a, schema.clip_id("s3://b/v.mp4", 97, 194), schema.clip_id("s3://b/w.mp4", 0, 97)}) == 3
+    assert schema.source_id("x") == schema.source_id("x") != schema.source_id("y")
+
+
+def test_schemas_are_versioned():
+    for name, table_schema in schema.SCHEMAS.items():
+        schema.check_schema(table_schema, name)
+    assert schema.CLIPS_SCHEMA.field("video").metadata == {b"lance-encoding:blob": b"true"}
+    with pytest.raises(ValueError, match="schema version"):
+        schema.check_schema(schema.CLIPS_SCHEMA.with_metadata({}), "clips")

@@ -1,0 +1,152 @@
+"""Curation stages called directly (`setup(); process(rows)`) on real files, without Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import video_fixtures as vf
+
+from pipeline import schema
+from pipeline.config import load_config
+from pipeline.inputs import source_row
+from pipeline.stages import build_stages
+from pipeline.stages.base import Resources, Stage
+from pipeline.stages.blur import BlurStage
+from pipeline.stages.clip_encode import ClipEncodeStage
+from pipeline.stages.depth import DepthStage
+from pipeline.stages.filter import FilterStage
+from pipeline.stages.motion import MotionStage
+from pipeline.stages.motion_frames import MotionFramesStage
+from pipeline.stages.probe import ProbeStage
+from pipeline.stages.shot_split import ShotSplitStage
+from pipeline.stages.text_embed import TextEmbedStage
+from pipeline.stages.vae_latents import VaeLatentStage
+
+SIZE = (128, 160)
+
+
+def _split(tmp_path, rows, **knobs):
+    cache = {"cache_dir": str(tmp_path / "cache")}
+    probed = ProbeStage(**cache).process(rows)
+    return ShotSplitStage(**{"min_frames": 9, "max_frames": 17, **knobs}, **cache).process(probed)
+
+
+def _score(tmp_path, rows, **filter_knobs):
+    cache = {"cache_dir": str(tmp_path / "cache")}
+    rows = BlurStage(**cache).process(rows)
+    rows = MotionFramesStage(n_pairs=4, analysis_short_side=128, **cache).process(rows)
+    rows = MotionStage(**cache).process(rows)
+    return FilterStage(**{"motion_threshold": 1.0, **filter_knobs}).process(rows)
+
+
+def test_broken_zoo_becomes_placeholder_rows(tmp_path):
+    good = vf.write_moving_pattern(tmp_path / "good.mp4", 17, SIZE)
+    zoo = vf.write_broken_zoo(tmp_path / "zoo", good)
+    rows = _split(tmp_path, [source_row(uri) for uri, _ in zoo.values()])
+    assert len(rows) == len(zoo)
+    for row, (name, (uri, kind)) in zip(rows, zoo.items(), strict=True):
+        assert row["source_uri"] == uri and not row["is_clip"] and row["src_n_clips"] == 0, name
+        assert (row["src_status"], row["src_error_kind"]) == ("failed", kind), (name, row["src_error"])
+        assert uri.rsplit("/", 1)[-1] in row["src_error"], row["src_error"]
+
+
+def test_shot_split_cuts_windows_and_images(tmp_path):
+    video = vf.write_cuts_video(tmp_path / "cuts.mp4", 60, (20, 41), SIZE)
+    image = vf.write_image(tmp_path / "still.jpg", SIZE)
+    rows = _split(tmp_path, [source_row(str(video)), source_row(str(image))], max_side=80)
+    spans = [(r["frame_start"], r["frame_end"], r["reject_reason"]) for r in rows[:-1]]
+    assert spans == [(0, 17, None), (17, 20, "too_short"), (20, 37, None), (37, 41, "too_short"),
+                     (41, 58, None), (58, 60, "too_short")]  # fmt: skip
+    assert {r["src_n_shots"] for r in rows[:-1]} == {3} and {r["src_n_clips"] for r in rows[:-1]} == {6}
+    assert rows[0]["clip_id"] == schema.clip_id(str(video), 0, 17)
+    assert (rows[0]["width"], rows[0]["height"], rows[0]["fps"]) == (80, 64, 24.0)
+    still = rows[-1]
+    assert (still["media_type"], still["frame_start"], still["frame_end"], still["n_frames"]) == ("image", 0, 1, 1)
+    score_only = _split(tmp_path, [source_row(str(video))], reject_short=False)
+    assert all(r["passed"] and r["reject_reason"] is None for r in score_only)
+
+
+def test_edit_pairs_link_source_to_target_by_span(tmp_path):
+    src = vf.write_moving_pattern(tmp_path / "src.mp4", 30, SIZE, seed=1)
+    dst = vf.write_moving_pattern(tmp_path / "dst.mp4", 30, SIZE, seed=2)
+    rows = _split(tmp_path, [source_row(str(src), "edit_source", "a cat", None, str(dst), "make it red"),
+                             source_row(str(dst), "edit_target", None, None, None, "make it red")])  # fmt: skip
+    sources = [r for r in rows if r["role"] == "edit_source"]
+    targets = {r["clip_id"] for r in rows if r["role"] == "edit_target"}
+    assert [r["edit_target_clip_id"] for r in sources] == [schema.clip_id(str(dst), 0, 17),
+                                                           schema.clip_id(str(dst), 17, 30)]  # fmt: skip
+    assert {r["edit_target_clip_id"] for r in sources} == targets
+
+
+def test_blurred_copy_is_rejected_and_motion_is_scored(tmp_path):
+    sharp = vf.write_moving_pattern(tmp_path / "sharp.mp4", 17, SIZE, (3.0, 0.0))
+    blurred = vf.write_blurred_copy(sharp, tmp_path / "blurred.mp4")
+    still = vf.write_moving_pattern(tmp_path / "still.mp4", 17, SIZE, (0.0, 0.0))
+    rows = _score(tmp_path, _split(tmp_path, [source_row(str(p)) for p in (sharp, blurred, still)]))
+    by_name = {r["source_uri"].rsplit("/", 1)[-1]: r for r in rows}
+    assert by_name["sharp.mp4"]["passed"] and by_name["sharp.mp4"]["blur_score"] > 200
+    assert by_name["sharp.mp4"]["motion_score"] == pytest.approx(3.0, rel=0.1)
+    assert by_name["sharp.mp4"]["motion_method"] == "farneback" and "motion_pairs" not in by_name["sharp.mp4"]
+    assert "too_blurry" in by_name["blurred.mp4"]["reject_reason"].split(",")
+    assert not by_name["blurred.mp4"]["passed"] and by_name["blurred.mp4"]["blur_score"] < 20
+    assert by_name["still.mp4"]["reject_reason"] == "low_motion"
+    annotated = _score(tmp_path, _split(tmp_path, [source_row(str(blurred))]), score_only=True)
+    assert annotated[0]["passed"] and annotated[0]["blur_score"] < 200  # score-only: annotated, kept
+
+
+def test_motion_stage_with_tiny_raft(tmp_path):
+    import torch
+
+    from pipeline.ops import motion
+
+    torch.manual_seed(0)
+    weights = motion.save_raft(motion.load_raft("raft_small", None), tmp_path / "raft_small.safetensors")
+    video = vf.write_moving_pattern(tmp_path / "m.mp4", 9, SIZE, (2.0, 0.0))
+    rows = MotionFramesStage(n_pairs=2, analysis_short_side=128, cache_dir=str(tmp_path)).process(
+        _split(tmp_path, [source_row(str(video))])
+    )
+    stage = MotionStage(backend="raft_small", raft_weights=str(weights), flow_updates=2, actors=1)
+    stage.setup()
+    row = stage.process(rows)[0]
+    assert row["motion_method"] == "raft_small" and np.isfinite(row["motion_score"])
+
+
+def test_model_stages_with_tiny_models(tmp_path):
+    from model.tiny_pretrained import write_tiny_pretrained
+
+    tiny = write_tiny_pretrained(tmp_path / "tiny")
+    video = vf.write_moving_pattern(tmp_path / "m.mp4", 9, SIZE, (3.0, 0.0))
+    rows = _split(tmp_path, [{**source_row(str(video)), "caption": "a red car drives along a road"}], max_side=80)
+    rows = ClipEncodeStage(keep_frames=True, cache_dir=str(tmp_path)).process(rows)
+    for stage in (DepthStage(model_path=str(tiny["depth"]), actors=1),
+                  VaeLatentStage(model_path=str(tiny["vae"]), buckets=("48x64",), actors=1),
+                  TextEmbedStage(model_path=str(tiny["root"]), actors=1)):  # fmt: skip
+        stage.setup()
+        rows = stage.process(rows)
+    row = rows[0]
+    assert row.get("error") is None, row["error"]
+    frames = schema.decode_video(row["video"])
+    assert frames.shape == (9, 64, 80, 3) and row["video_format"] == "mp4/h264"
+    depth = schema.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])
+    assert depth.shape == (9, 64, 80) and depth.min() >= 0 and depth.std() > 0
+    latents = schema.decode_latents(row["vae_latents"][0])
+    assert row["vae_latents"][0]["bucket"] == "48x64" and latents.shape == (16, 3, 6, 8)
+    emb, keep = schema.decode_text_embedding(row["text_emb"], row["text_emb_tokens"], row["text_emb_dim"])
+    assert emb.shape == (77, row["text_emb_dim"]) and 0 < keep.sum() == row["text_emb_tokens"]
+
+
+def test_stages_declare_resources_and_columns():
+    with pytest.raises(ValueError, match="actor pool"):
+        DepthStage(model_path="x", resources=Resources(cpus=0.25, gpus=1))
+    with pytest.raises(ValueError, match="gpus"):
+        Resources(gpus=1.5)
+    cfg = load_config(overrides={"depth.model": "d", "text.model": "t"})
+    stages = build_stages(cfg, gpus=1.0)
+    names = [s.name for s in stages]
+    assert names == ["probe", "shot_split", "blur", "motion_frames", "motion", "filter", "clip_encode", "depth",
+                     "text_embed", "write"]  # fmt: skip
+    assert all(isinstance(s, Stage) and s.describe()["writes"] for s in stages)
+    model_stages = [s for s in stages if s.actors]
+    assert [s.name for s in model_stages] == ["depth", "text_embed"]
+    assert sum(s.resources.gpus for s in model_stages) <= 1.0 and all(s.resources.gpus > 0 for s in model_stages)
+    assert all(s.resources.cpus < 1 for s in stages)  # fractional: two cores never deadlock

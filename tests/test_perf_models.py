@@ -28,3 +28,24 @@ def test_attainable_step_runs_on_cpu_at_a_tiny_size():
                              repeats=1, grid=(2, 2, 4), batch=1)
     assert result.seconds > 0 and result.attention_backend == "math"
     assert result.tokens == 16 and "attainable MFU" in result.line("tiny")
+
+
+def test_saved_activations_are_linear_in_tokens_and_bookkeeping_adds_up():
+    from benchmark.perf.memory_model import (
+        ZERO3_BYTES_PER_PARAM,
+        estimate,
+        fit_activation_bytes,
+        saved_activation_bytes,
+    )
+    from model.mfm import MfMBlock
+
+    cfg = MFM_CONFIGS["tiny"]
+    fit = fit_activation_bytes(cfg, small=16, large=64)
+    assert fit.per_token > 20 * cfg.dim * 2  # at least the ~20 D-wide tensors a block must keep per token
+    assert abs(saved_activation_bytes(cfg, 40) - fit.bytes(40)) <= 64  # no quadratic (attention-matrix) term
+
+    params = cfg.num_layers * sum(p.numel() for p in MfMBlock(cfg).parameters())
+    e = estimate(cfg, fit, tokens=1000, sp=2, gpus=4, checkpointing=True)
+    assert e.states_gib * 2**30 == ZERO3_BYTES_PER_PARAM * params / 4
+    assert e.activations_gib * 2**30 == cfg.num_layers * 500 * cfg.dim * 2
+    assert e.total_gib == e.states_gib + e.activations_gib + e.working_gib

@@ -3,6 +3,10 @@ timestep + motion score, 3D RoPE, QK RMSNorm over the inner dim, and a conv adap
 
 Reads top to bottom: helpers, embedders, attention, `MfMBlock`, `FinalLayer`, `MfM`, presets. Structure and
 constants follow the released model (official-mfm-facts.md); `model/release.py` maps its weight names to ours.
+
+`MfM.forward` also takes a list of latents of different sizes and packs them into one token sequence
+(NaViT, the paper's multi-resolution stage): self-attention stays within each sample, every token gets its
+own sample's timestep/motion modulation, text and RoPE grid, so each output equals the unpacked one.
 """
 
 from __future__ import annotations
@@ -72,8 +76,25 @@ class MfMConfig:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """AdaLN: x·(1 + scale) + shift, with per-sample (B, D) shift and scale over (B, N, D) tokens."""
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """AdaLN: x·(1 + scale) + shift on (B, N, D) tokens; shift and scale come from `per_token`."""
+    return x * (1 + scale) + shift
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Samples packed into one sequence (batch 1): the sample of every (local) token, and each sample's length.
+
+    `sample_of_token` follows the tokens through sequence-parallel sharding; `seq_lens` always describes the
+    full sequence (what attention sees after Ulysses' all-to-all).
+    """
+
+    sample_of_token: torch.Tensor  # (N,) long
+    seq_lens: tuple[int, ...]  # tokens per sample, summing to N
+
+
+def per_token(mod: torch.Tensor, packing: Packing | None) -> torch.Tensor:
+    """Per-sample modulation (B, k·D) -> broadcast over tokens: (B, 1, k·D), or (1, N, k·D) when packed."""
+    return mod[:, None] if packing is None else mod[packing.sample_of_token][None]
 
 
 def sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -133,14 +154,20 @@ class QKNorm(nn.Module):
 
 
 class CoreAttention(nn.Module):
-    """softmax(q·kᵀ/√d + bias)·v on (B, N, H, Dh). Its own module so sequence parallelism can wrap it."""
+    """softmax(q·kᵀ/√d + bias)·v on (B, N, H, Dh). Its own module so sequence parallelism can wrap it.
+
+    With `seq_lens` (packed samples) attention is block-diagonal: one kernel call per sample's span.
+    """
 
     def __init__(self, backend: str = "auto"):
         super().__init__()
         self.backend = backend
 
-    def forward(self, q, k, v, bias: torch.Tensor | None = None) -> torch.Tensor:
-        return attention(q, k, v, bias, backend=self.backend)
+    def forward(self, q, k, v, bias: torch.Tensor | None = None, seq_lens: tuple[int, ...] | None = None):
+        if seq_lens is None:
+            return attention(q, k, v, bias, backend=self.backend)
+        spans = zip(q.split(seq_lens, dim=1), k.split(seq_lens, dim=1), v.split(seq_lens, dim=1))
+        return torch.cat([attention(*qkv, backend=self.backend) for qkv in spans], dim=1)  # (1, N, H, Dh)
 
 
 class Attention(nn.Module):
@@ -163,6 +190,7 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         context: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
+        seq_lens: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         kv_in = x if context is None else context
         q, k = self.qk_norm(self.q_proj(x), self.k_proj(kv_in))  # (B, N, D), (B, L, D)
@@ -171,7 +199,7 @@ class Attention(nn.Module):
         q = apply_rope(q, *rope)
         if context is None:
             k = apply_rope(k, *rope)
-        out = self.core_attention(q, k, v, bias)  # (B, N, H, Dh)
+        out = self.core_attention(q, k, v, bias, seq_lens)  # (B, N, H, Dh)
         return self.o_proj(out.flatten(-2))  # (B, N, D)
 
 
@@ -211,11 +239,14 @@ class MfMBlock(nn.Module):
         text: torch.Tensor,
         text_bias: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
+        packing: Packing | None = None,
     ) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(F.silu(c)).chunk(6, dim=-1)
-        x = x + gate_msa[:, None] * self.self_attn(modulate(self.norm_attn(x), shift_msa, scale_msa), rope)
+        mod = per_token(self.modulation(F.silu(c)), packing)  # (B, 1, 6D) or (1, N, 6D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+        seq_lens = None if packing is None else packing.seq_lens
+        x = x + gate_msa * self.self_attn(modulate(self.norm_attn(x), shift_msa, scale_msa), rope, seq_lens=seq_lens)
         x = x + self.cross_attn(self.norm_cross(x), rope, context=text, bias=text_bias)
-        x = x + gate_mlp[:, None] * self.mlp(modulate(self.norm_mlp(x), shift_mlp, scale_mlp))
+        x = x + gate_mlp * self.mlp(modulate(self.norm_mlp(x), shift_mlp, scale_mlp))
         return x  # (B, N, D)
 
 
@@ -229,8 +260,8 @@ class FinalLayer(nn.Module):
         self.modulation = nn.Linear(d, 2 * d)
         self.linear = nn.Linear(d, cfg.patch_size**2 * cfg.latent_channels)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.modulation(F.silu(c)).chunk(2, dim=-1)
+    def forward(self, x: torch.Tensor, c: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
+        shift, scale = per_token(self.modulation(F.silu(c)), packing).chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, p·p·C)
 
 
@@ -293,9 +324,9 @@ class MfM(nn.Module):
         cond_depth: torch.Tensor,
         cond_mask: torch.Tensor,
         motion_score: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | list[torch.Tensor]:
         """
-        x:            (B, C, t, h, w) noisy latent
+        x:            (B, C, t, h, w) noisy latent; a list of (C, t, h, w) latents is packed (`forward_packed`)
         timestep:     (B,) on the 0–1000 scale (1000 = pure noise)
         text:         (B, L, text_dim) T5 states; text_mask (B, L), 1/True = real token, 0 = padding
         cond_pixels:  (B, 3, T, H, W) RGB in [-1, 1] times the mask, T = 4(t-1)+1, H = 8h, W = 8w
@@ -304,28 +335,87 @@ class MfM(nn.Module):
         motion_score: (B,) raw motion score (5 for video by default, 0 for images)
         returns       (B, C, t, h, w) velocity (noise − x0)
         """
+        if isinstance(x, (list, tuple)):
+            return self.forward_packed(x, timestep, text, text_mask, cond_pixels, cond_depth, cond_mask, motion_score)
         cfg, p = self.config, self.config.patch_size
         b, _, t, h, w = x.shape
         grid = (t, h // p, w // p)
-        parts = [cond_pixels, cond_depth, cond_mask] if cfg.use_depth else [cond_pixels, cond_mask]
-        cond = torch.cat(parts, dim=1).to(x.dtype)  # (B, C_cond, T, H, W)
-        tokens = self.patch_embed(x) + self.adapter(cond)  # (B, D, t, h/p, w/p)
-        tokens = tokens.flatten(2).transpose(1, 2)  # (B, N, D), (t, h, w) order, w fastest
+        tokens = self.embed(x, cond_pixels, cond_depth, cond_mask)  # (B, N, D), (t, h, w) order, w fastest
         c = self.t_embedder(timestep) + self.motion_embedder(motion_score)  # (B, D)
         text = text.to(x.dtype)
         text_bias = ((1.0 - text_mask.to(x.dtype)) * TEXT_PAD_BIAS)[:, None, None]  # (B, 1, 1, L)
         rope = rope_3d(grid, cfg.head_dim, cfg.rope_theta, device=x.device)  # (N, Dh) cos, sin
+        out = self.transformer(tokens, c, text, text_bias, rope)  # (B, N, p·p·C)
+        return self.unpatchify(out, grid)
 
-        tokens = self.token_sharding.shard(tokens, dim=1)  # (B, N/sp, D)
-        rope = tuple(self.token_sharding.shard(r, dim=0) for r in rope)
+    def embed(self, x: torch.Tensor, cond_pixels, cond_depth, cond_mask) -> torch.Tensor:
+        """Latent (B, C, t, h, w) + pixel condition -> tokens (B, N, D): patch embedding plus the adapter."""
+        parts = [cond_pixels, cond_depth, cond_mask] if self.config.use_depth else [cond_pixels, cond_mask]
+        cond = torch.cat(parts, dim=1).to(x.dtype)  # (B, C_cond, T, H, W)
+        tokens = self.patch_embed(x) + self.adapter(cond)  # (B, D, t, h/p, w/p)
+        return tokens.flatten(2).transpose(1, 2)  # (B, N, D)
+
+    def transformer(
+        self,
+        tokens: torch.Tensor,
+        c: torch.Tensor,
+        text: torch.Tensor,
+        text_bias: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        packing: Packing | None = None,
+    ) -> torch.Tensor:
+        """The blocks and the final layer, (B, N, D) -> (B, N, p·p·C), the sequence split across
+        sequence-parallel ranks in between (`token_sharding`; identity on one device)."""
+        shard = self.token_sharding.shard
+        tokens = shard(tokens, dim=1)  # (B, N/sp, D)
+        rope = tuple(shard(r, dim=0) for r in rope)
+        if packing is not None:  # per-token sample ids and text bias follow the tokens
+            packing = Packing(shard(packing.sample_of_token, dim=0), packing.seq_lens)
+            text_bias = shard(text_bias, dim=2)  # (1, 1, N/sp, S·L)
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, c, text, text_bias, rope, use_reentrant=False)
+                tokens = checkpoint(block, tokens, c, text, text_bias, rope, packing, use_reentrant=False)
             else:
-                tokens = block(tokens, c, text, text_bias, rope)
-        out = self.final_layer(tokens, c)  # (B, N/sp, p·p·C)
-        out = self.token_sharding.gather(out, dim=1)  # (B, N, p·p·C)
-        return self.unpatchify(out, grid)
+                tokens = block(tokens, c, text, text_bias, rope, packing)
+        out = self.final_layer(tokens, c, packing)  # (B, N/sp, p·p·C)
+        return self.token_sharding.gather(out, dim=1)  # (B, N, p·p·C)
+
+    def forward_packed(
+        self,
+        xs: list[torch.Tensor],
+        timestep: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        cond_pixels: list[torch.Tensor],
+        cond_depth: list[torch.Tensor],
+        cond_mask: list[torch.Tensor],
+        motion_score: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """S samples of different sizes as one sequence (NaViT); output i equals the unpacked forward of sample i.
+
+        xs: S latents (C, t, h, w); cond_*: S pixel conditions (3 | 1, T, H, W); timestep, motion_score (S,);
+        text (S, L, text_dim) and text_mask (S, L). Returns S velocities (C, t, h, w).
+        Self-attention is block-diagonal (`CoreAttention` with `seq_lens`); cross-attention reads all S·L
+        text tokens with the other samples' tokens masked like padding, so every token sees its own text only.
+        """
+        cfg, p = self.config, self.config.patch_size
+        grids = [(x.shape[1], x.shape[2] // p, x.shape[3] // p) for x in xs]
+        seq_lens = tuple(math.prod(g) for g in grids)
+        embedded = [self.embed(x[None], px[None], d[None], m[None]) for x, px, d, m in
+                    zip(xs, cond_pixels, cond_depth, cond_mask)]  # fmt: skip
+        tokens = torch.cat(embedded, dim=1)  # (1, N, D)
+        dtype, device = tokens.dtype, tokens.device
+        c = self.t_embedder(timestep) + self.motion_embedder(motion_score)  # (S, D)
+        s, length = text_mask.shape
+        sample_of_token = torch.repeat_interleave(torch.arange(s, device=device), torch.tensor(seq_lens, device=device))
+        sample_of_text = torch.arange(s, device=device).repeat_interleave(length)  # (S·L,)
+        keep = (sample_of_token[:, None] == sample_of_text[None]) & text_mask.bool().flatten()[None]  # (N, S·L)
+        text_bias = ((~keep).to(dtype) * TEXT_PAD_BIAS)[None, None]  # (1, 1, N, S·L)
+        ropes = [rope_3d(g, cfg.head_dim, cfg.rope_theta, device=device) for g in grids]
+        rope = (torch.cat([r[0] for r in ropes]), torch.cat([r[1] for r in ropes]))  # (N, Dh) cos, sin
+        packing = Packing(sample_of_token, seq_lens)
+        out = self.transformer(tokens, c, text.to(dtype).flatten(0, 1)[None], text_bias, rope, packing)  # (1, N, ·)
+        return [self.unpatchify(o, g)[0] for o, g in zip(out.split(seq_lens, dim=1), grids)]
 
     def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """(B, N, p·p·C), channel index (pᵢ·p + qᵢ)·C + c -> (B, C, t, h, w)."""

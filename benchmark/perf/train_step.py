@@ -1,0 +1,134 @@
+"""Training-step throughput of MfM: latent tokens/s and MFU of real DeepSpeed ZeRO-3 steps (forward, backward,
+AdamW), through the trainer's own `parallelize_mfm` and `train_step`, at the token counts of the 128px / 360px
+/ 720px stages (Table 3: 49x128x224 bs 16, 89x352x640 bs 2, 97x720x1280 bs 1).
+
+The batch is random latents, pixel conditions and T5-width text at the stage's exact shapes (the VAE and T5
+are not part of the step). One process; on a GPU bf16 with activation checkpointing, as the presets train.
+MFU counts 3x `MfM.forward_flops` per sample over the device's dense bf16 peak. With `--roofline` the step is
+also compared with `roofline.py`'s attainable time (the best kernels for the same FLOPs).
+
+    python benchmark/perf/train_step.py --size 2b --stages 128px 360px 720px [--layers 28] [--append]
+    python benchmark/perf/train_step.py --size 2b --layers 1 --stages 128px --batch 1 --append   # a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+from benchmark.perf.roofline import STAGES
+from model.mfm import MFM_CONFIGS, MfM
+from trainer.batch import PreparedBatch
+from trainer.configs import deepspeed_config, load_config
+from trainer.metrics import peak_flops
+from trainer.parallel import init_distributed, parallelize_mfm
+from trainer.train import train_step
+
+TEXT_LEN = 77
+
+
+def random_batch(model: MfM, grid: tuple[int, int, int], batch: int, device, dtype) -> PreparedBatch:
+    """Inputs of the stage's shape: latent (B, 16, t, h, w), conditions (B, c, 4(t-1)+1, 16h, 16w), text."""
+    cfg, (t, h, w) = model.config, grid
+    frames, height, width = 4 * (t - 1) + 1, 16 * h, 16 * w
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(device, dtype)
+
+    x = randn(batch, cfg.latent_channels, t, 2 * h, 2 * w)
+    inputs = {
+        "x": x, "timestep": torch.rand(batch, generator=g).to(device) * 1000,
+        "text": randn(batch, TEXT_LEN, cfg.text_dim), "text_mask": torch.ones(batch, TEXT_LEN, device=device),
+        "cond_pixels": randn(batch, 3, frames, height, width), "cond_depth": randn(batch, 1, frames, height, width),
+        "cond_mask": torch.ones(batch, 1, frames, height, width, device=device, dtype=dtype),
+        "motion_score": torch.full((batch,), 5.0, device=device),
+    }  # fmt: skip
+    return PreparedBatch(inputs, torch.randn_like(x, dtype=torch.float32), ["t2v"] * batch, [t * h * w] * batch)
+
+
+def measure(engine, batch: PreparedBatch, warmup: int, steps: int, on_gpu: bool) -> float:
+    """Median seconds of `steps` optimizer steps after `warmup`."""
+    times = []
+    for i in range(warmup + steps):
+        if on_gpu:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = train_step(engine, batch)
+        if on_gpu:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+        assert not result.skipped, "non-finite loss in the benchmark step"
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=sorted(MFM_CONFIGS), default="2b")
+    p.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=sorted(STAGES))
+    p.add_argument("--layers", type=int, help="transformer layers (default: the preset's full depth)")
+    p.add_argument("--batch", type=int, help="samples per step (default: the stage's bs/GPU of Table 3)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--no-checkpointing", action="store_true", help="keep activations (checkpointing is on)")
+    p.add_argument("--roofline", action="store_true", help="also time roofline.py's attainable step")
+    p.add_argument("--append", action="store_true", help="append the results to benchmark/perf/RESULTS.md")
+    args = p.parse_args(argv)
+
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
+    if on_gpu:
+        torch.cuda.set_device(device)
+    dims = init_distributed(sp=1, backend="nccl" if on_gpu else "gloo")
+    model_cfg = MFM_CONFIGS[args.size]
+    model_cfg = replace(model_cfg, num_layers=args.layers or model_cfg.num_layers)
+    train_cfg = load_config(overrides={"data.table": "-", "frozen.root": "-", "model.size": args.size})
+    ds_config = deepspeed_config(train_cfg, on_gpu)
+    dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
+    peak = peak_flops(None)
+    lines = []
+    for stage in args.stages:
+        grid, stage_batch = STAGES[stage]
+        batch_size = args.batch or stage_batch
+        torch.manual_seed(0)
+        model = MfM(model_cfg)
+        engine = parallelize_mfm(model, dims, ds_config | {"train_micro_batch_size_per_gpu": batch_size},
+                                 gradient_checkpointing=not args.no_checkpointing)  # fmt: skip
+        batch = random_batch(model, grid, batch_size, device, dtype)
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+        seconds = measure(engine, batch, args.warmup, args.steps, on_gpu)
+        tokens = batch_size * grid[0] * grid[1] * grid[2]
+        flops = 3 * batch_size * model.forward_flops(grid[0] * grid[1] * grid[2], TEXT_LEN)
+        mfu = f", MFU {flops / seconds / peak:.1%}" if peak else ""
+        mem = f", peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if on_gpu else ""
+        line = (f"{args.size} {stage} ({model_cfg.num_layers} layers, {batch_size}x{tokens // batch_size} tokens, "
+                f"{dtype}, checkpointing {'off' if args.no_checkpointing else 'on'}): step {seconds:.3f} s, "
+                f"{tokens / seconds:,.0f} tokens/s, {flops / seconds / 1e12:.2f} TFLOP/s{mfu}{mem}")  # fmt: skip
+        if args.roofline:
+            from benchmark.perf.roofline import attainable_step
+
+            best = attainable_step(model_cfg, stage, device, dtype, batch=batch_size)
+            line += f"; {best.seconds / seconds:.0%} of the attainable step ({best.seconds:.3f} s)"
+        print(line, flush=True)
+        lines.append(line)
+        del engine, model, batch
+        if on_gpu:
+            torch.cuda.empty_cache()
+    if args.append:
+        from benchmark.perf.results import append_results
+
+        append_results(None, lines, command="python benchmark/perf/train_step.py " + shlex.join(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

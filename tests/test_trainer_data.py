@@ -1,0 +1,106 @@
+"""The training stream on a curated table: equal disjoint shares per data-parallel rank, the same samples on the
+ranks of a sequence-parallel group, a broken clip skipped and counted, buckets, the image share, exact resume."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from trainer_fixtures import BROKEN_CLIP_ID
+
+from trainer.configs import ImageShareConfig
+from trainer.data import Batcher, ClipStream, SampleSpec, StreamState, TrainLoader, frame_indices, open_clips
+from trainer.data import trainable_offsets as offsets_of
+
+pytestmark = pytest.mark.slow
+
+
+def spec(image_share: float = 0.25, frames: int = 9) -> SampleSpec:
+    share = ImageShareConfig(start=image_share, end=image_share)
+    return SampleSpec(frames=frames, buckets=((32, 32), (32, 48)), target_fps=12.0, default_motion=5.0,
+                      image_share=share, samples_per_step=2)  # fmt: skip
+
+
+def stream(table, dp_rank=0, dp_size=1, resume=None, sample_spec=None) -> ClipStream:
+    ds = open_clips(table, None, {})
+    return ClipStream(table, ds.version, {}, offsets_of(ds, None), dp_rank, dp_size, seed=7,
+                      spec=sample_spec or spec(), read_batch=3, resume=resume)  # fmt: skip
+
+
+def test_epoch_shares_are_equal_disjoint_and_reshuffled(curated):  # noqa: F811
+    ds = open_clips(curated.table, None, {})
+    rows = offsets_of(ds, None)
+    assert len(rows) == curated.good_rows + 1  # the broken row is a passed row with media: it is read and skipped
+    for dp in (2, 3):
+        shares = [stream(curated.table, r, dp).epoch_rows(0) for r in range(dp)]
+        assert {len(s) for s in shares} == {len(rows) // dp}  # equal: no rank waits at an epoch's end
+        assert len(set(np.concatenate(shares))) == dp * (len(rows) // dp)  # disjoint
+        assert set(np.concatenate(shares)) <= set(rows)
+    first = stream(curated.table, 0, 2)
+    assert list(first.epoch_rows(0)) != list(first.epoch_rows(1))  # a new order every epoch
+
+
+def test_ranks_of_one_sp_group_read_the_same_samples_and_dp_ranks_do_not(curated):  # noqa: F811
+    def items(dp_rank):
+        return list(itertools.islice(iter(stream(curated.table, dp_rank, 2)), 6))
+
+    sp0, sp1, other = items(0), items(0), items(1)  # SP ranks share their DP rank
+    assert [i.position for i in sp0] == [(e, i) for e in (0, 1) for i in range(4)][:6]
+    for a, b in zip(sp0, sp1):
+        assert a.clip_id == b.clip_id and type(a) is type(b)
+        if hasattr(a, "frames"):
+            assert torch.equal(a.frames, b.frames) and a.extra == b.extra and a.motion_score == b.motion_score
+    assert {i.clip_id for i in sp0[:4]}.isdisjoint({i.clip_id for i in other[:4]})
+
+
+def test_broken_clip_is_skipped_and_counted_and_batches_stay_full(curated):  # noqa: F811
+    rows = stream(curated.table)
+    loader = TrainLoader(rows, Batcher(batch_size=2), num_workers=0, prefetch_factor=2)
+    batches = list(itertools.islice(iter(loader), 12))  # 24+ samples: three passes over the 8 rows
+    assert all(len(b) == 2 and len({s.shape for s in b}) == 1 for b in batches)
+    assert BROKEN_CLIP_ID not in {s.clip_id for b in batches for s in b}
+    broken = rows.offsets.max()  # appended last
+    reads = [(e, int(np.flatnonzero(rows.epoch_rows(e) == broken)[0])) for e in range(loader.state.next[0] + 1)]
+    assert sum(loader.state.skipped.values()) == sum(r < loader.state.next for r in reads) >= 2
+    assert list(loader.state.skipped) == ["InvalidDataError"]  # PyAV: the bytes are not a video
+
+
+def test_samples_come_in_buckets_with_the_image_share(curated):  # noqa: F811
+    shapes, motions, extras = set(), set(), set()
+    for share in (0.0, 1.0):
+        items = itertools.islice(iter(stream(curated.table, sample_spec=spec(share))), 8)
+        samples = [s for s in items if hasattr(s, "frames")]
+        videos = [s for s in samples if s.shape[0] > 1]
+        assert len(videos) == (0 if share == 1.0 else len(samples) - 1)  # the still image is always an image
+        shapes |= {s.shape for s in samples}
+        motions |= {s.motion_score > 0 for s in videos} | {s.motion_score == 0 for s in samples if s not in videos}
+        extras |= {s.extra for s in videos}
+    assert shapes == {(1, 32, 48), (9, 32, 48)}  # 48x64 sources land in the 2:3 bucket
+    assert motions == {True}  # curated motion for videos, 0 for images
+    assert extras == {"#FPS: 12."}  # 24 fps source taken every 2nd frame for 12 fps
+
+
+def test_frame_window_uses_the_stride_nearest_the_target_fps():
+    rng = np.random.default_rng(0)
+    idx, fps = frame_indices(100, 9, 30.0, 15.0, rng)
+    assert np.all(np.diff(idx) == 2) and fps == 15.0
+    idx, fps = frame_indices(12, 9, 30.0, 15.0, rng)  # stride 2 does not fit: stride 1
+    assert np.all(np.diff(idx) == 1) and fps == 30.0
+    assert frame_indices(5, 9, 30.0, 15.0, rng) == ([], 30.0)
+
+
+def test_resumed_stream_gives_the_same_batches(curated):  # noqa: F811
+    whole = TrainLoader(stream(curated.table), Batcher(batch_size=2), num_workers=0, prefetch_factor=2)
+    it = iter(whole)
+    for _ in range(3):
+        next(it)
+    state = whole.state_dict()
+    assert state["pending"], "some samples wait in a bucket: the resume must replay them"
+    rest = [next(it) for _ in range(4)]
+    resumed = TrainLoader(stream(curated.table, resume=StreamState.from_dict(state)), Batcher(batch_size=2), 0, 2)
+    again = list(itertools.islice(iter(resumed), 4))
+    for a, b in zip(rest, again):
+        assert [s.position for s in a] == [s.position for s in b]
+        assert all(torch.equal(x.frames, y.frames) for x, y in zip(a, b))

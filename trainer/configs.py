@@ -1,0 +1,411 @@
+"""`mfm train` configuration: typed sections, named presets (paper Table 3), a YAML file and `--set` overrides.
+
+A run's config is a preset, overridden by a YAML file, overridden by `--set key=value`. Every section
+forbids unknown keys; a bad key or value stops the launch with its dotted path and the allowed keys or
+values (`ConfigError`), before any process group, model or data is touched. The DeepSpeed JSON is generated
+from the config (`deepspeed_config`), never written by hand.
+
+```yaml
+preset: 2b_360px                      # the base (see PRESETS); everything below overrides it
+run_dir: outputs/2b-360px
+data: {table: s3://bucket/curated/clips.lance, num_workers: 6}
+frozen: {root: /models/MfM-Pipeline-2B}   # vae/, text_encoder/, tokenizer/ (the release's pipeline folder)
+model: {init_from: outputs/2b-128px/checkpoints/step_00170000}
+```
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from model.math import ATTENTION_BACKENDS
+from model.mfm import MFM_CONFIGS
+
+SIZE_MULTIPLE = 16  # H and W: VAE 8x times patch 2
+TOKEN_STRIDE = (4, 16, 16)  # pixels per latent token in (T, H, W): VAE 4x / 8x, patch 2
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message names the dotted path and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    size: Literal["tiny", "2b", "8b"] = "tiny"  # MFM_CONFIGS preset
+    # start from weights: a released MfM folder (or its transformer/), an MfM export, or a checkpoint step folder
+    init_from: str | None = None
+    attention_backend: Literal[tuple(ATTENTION_BACKENDS)] = "auto"  # type: ignore[valid-type]
+    gradient_checkpointing: bool = False  # recompute each block in backward
+
+
+class FrozenConfig(_Section):
+    """The frozen VAE and T5: local folders (or object-store paths their from_pretrained reads), never a hub."""
+
+    root: str | None = None  # a pipeline folder holding vae/, text_encoder/ and tokenizer/
+    vae: str | None = None  # overrides root for the VAE
+    text_encoder: str | None = None  # overrides root for T5
+
+    @model_validator(mode="after")
+    def _paths(self) -> FrozenConfig:
+        for name in ("vae", "text_encoder"):
+            if getattr(self, name) is None and self.root is None:
+                raise ValueError(f"set frozen.root (a folder with vae/ and text_encoder/) or frozen.{name}")
+        return self
+
+    @property
+    def vae_path(self) -> str:
+        return self.vae or str(self.root)
+
+    @property
+    def text_encoder_path(self) -> str:
+        return self.text_encoder or str(self.root)
+
+
+class ImageShareConfig(_Section):
+    """Share of samples trained as images (paper §3.3: pure text-image pairs first, then video injected until
+    the image-to-video ratio is 0.1). Constant `start` for `hold_steps`, then linear to `end` over `decay_steps`.
+    A video clip drawn as an image gives one of its frames; image rows are always images."""
+
+    start: float = Field(0.1, ge=0, le=1)
+    end: float = Field(0.1, ge=0, le=1)
+    hold_steps: int = Field(0, ge=0)
+    decay_steps: int = Field(0, ge=0)
+
+    def at(self, step: float) -> float:
+        if step < self.hold_steps:
+            return self.start
+        if self.decay_steps == 0:
+            return self.end
+        done = min(1.0, (step - self.hold_steps) / self.decay_steps)
+        return (1 - done) * self.start + done * self.end
+
+
+class PackingConfig(_Section):
+    """Multi-resolution stage (NaViT): samples keep their aspect ratio and are packed under a token budget."""
+
+    enabled: bool = False
+    max_tokens: int = Field(90_000, ge=1)  # latent tokens per pack (97x720x1280 = 25·45·80)
+    max_sample_tokens: int | None = Field(None, ge=1)  # one sample at most (default max_tokens): fewer frames else
+
+
+class DataConfig(_Section):
+    table: str  # required: the curated `clips` Lance table (local path or s3:// / gs://)
+    version: int | None = Field(None, ge=1)  # table version; None: the latest at launch (resume pins it)
+    storage_options: dict[str, str] = Field(default_factory=dict)  # Lance object-store options
+    filter: str | None = None  # extra Lance SQL filter, ANDed with `passed`
+    frames: int = Field(49, ge=1)  # T of a video sample, 4k+1
+    height: int = Field(128, ge=SIZE_MULTIPLE)  # the stage size; buckets keep its area
+    width: int = Field(224, ge=SIZE_MULTIPLE)
+    aspect_ratios: list[float] = Field(default_factory=lambda: [9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 9], min_length=1)
+    target_fps: float = Field(16.0, ge=0)  # frames are taken with the stride nearest this rate; 0: every frame
+    default_motion: float = Field(5.0, ge=0)  # motion score of a video row that has none (release default)
+    image_share: ImageShareConfig = Field(default_factory=ImageShareConfig)
+    packing: PackingConfig = Field(default_factory=PackingConfig)
+    num_workers: int = Field(2, ge=0)  # DataLoader workers (spawned: Lance is not fork-safe)
+    prefetch_factor: int = Field(2, ge=1)
+    read_batch: int = Field(4, ge=1)  # rows per Lance read
+
+    @field_validator("frames")
+    @classmethod
+    def _frames(cls, frames: int) -> int:
+        if (frames - 1) % 4:
+            raise ValueError("must be 1 or 4k+1 (the VAE compresses time 4x)")
+        return frames
+
+    @field_validator("height", "width")
+    @classmethod
+    def _side(cls, side: int) -> int:
+        if side % SIZE_MULTIPLE:
+            raise ValueError(f"must be a multiple of {SIZE_MULTIPLE}")
+        return side
+
+    @field_validator("aspect_ratios")
+    @classmethod
+    def _ratios(cls, ratios: list[float]) -> list[float]:
+        if any(r <= 0 for r in ratios):
+            raise ValueError("must all be > 0 (width / height)")
+        return ratios
+
+    def buckets(self, multiple: int = SIZE_MULTIPLE) -> list[tuple[int, int]]:
+        """(H, W) per aspect ratio, about height·width pixels, sides multiples of `multiple`."""
+        area = self.height * self.width
+        out = []
+        for ratio in self.aspect_ratios:
+            h = max(multiple, round(math.sqrt(area / ratio) / multiple) * multiple)
+            w = max(multiple, round(math.sqrt(area * ratio) / multiple) * multiple)
+            if (h, w) not in out:
+                out.append((h, w))
+        return out
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)  # linear from 0
+    schedule: Literal["constant", "linear", "cosine"] = "constant"  # after warmup
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine floor
+    grad_clip: float = Field(1.0, ge=0)  # global-norm clipping; 0: off
+
+    @model_validator(mode="after")
+    def _warmup(self) -> OptimConfig:
+        if self.schedule != "constant" and self.warmup_steps < 1:
+            raise ValueError(f"schedule {self.schedule!r} needs warmup_steps >= 1 (DeepSpeed's schedulers)")
+        return self
+
+
+class ParallelConfig(_Section):
+    sp: int = Field(1, ge=1)  # Ulysses sequence-parallel degree: divides the heads and every sample's tokens
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on GPU, gloo on CPU
+
+
+class FlowConfig(_Section):
+    logit_mean: float = 0.0  # logit-normal t (SD3)
+    logit_std: float = Field(1.0, gt=0)
+    shift: float = Field(1.0, gt=0)  # SD3 timestep shift toward noise; 1: none
+
+
+class EmaConfig(_Section):
+    enabled: bool = False
+    decay: float = Field(0.9999, gt=0, lt=1)
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(1000, ge=1)  # steps
+    keep: int = Field(3, ge=1)  # newest step folders kept
+
+
+class LogConfig(_Section):
+    every: int = Field(10, ge=1)  # console lines every N steps (metrics.jsonl and TensorBoard get every step)
+    tensorboard: bool = True
+    peak_tflops: float | None = Field(None, gt=0)  # per device, for MFU; None: known GPUs, else no MFU
+
+
+class TrainConfig(_Section):
+    preset: str = "tiny"  # the preset this config started from (recorded)
+    stage: str = "tiny"  # name of the training stage (recorded in checkpoints)
+    run_dir: str = "outputs/train"
+    steps: int = Field(20, ge=1)
+    batch_size: int = Field(2, ge=1)  # samples per micro-batch per GPU (bs/GPU); packs per GPU when packing
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    frozen: FrozenConfig  # required: where the VAE and T5 load from
+    data: DataConfig  # required: at least `table`
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _parallel(self) -> TrainConfig:
+        sp, heads = self.parallel.sp, MFM_CONFIGS[self.model.size].num_heads
+        if heads % sp:
+            raise ValueError(f"parallel.sp={sp} must divide the {heads} heads of model.size={self.model.size!r}")
+        packing = self.data.packing
+        if packing.enabled:
+            if self.batch_size != 1:
+                raise ValueError(f"packing packs one sequence per GPU: set batch_size=1 (got {self.batch_size})")
+            one_frame = sample_tokens(1, self.data.height, self.data.width)
+            if min(packing.max_tokens, packing.max_sample_tokens or packing.max_tokens) < one_frame:
+                raise ValueError(f"data.packing: one {self.data.height}x{self.data.width} frame is {one_frame} "
+                                 "tokens, more than max_tokens / max_sample_tokens")  # fmt: skip
+            return self
+        for h, w in self.data.buckets():
+            tokens = sample_tokens(self.data.frames, h, w)
+            if tokens % sp:
+                raise ValueError(f"bucket {self.data.frames}x{h}x{w} has {tokens} tokens, not divisible by sp={sp}")
+        return self
+
+
+def sample_tokens(frames: int, height: int, width: int) -> int:
+    """Latent tokens of a T x H x W sample: ((T-1)/4+1)·(H/16)·(W/16)."""
+    return ((frames - 1) // TOKEN_STRIDE[0] + 1) * (height // TOKEN_STRIDE[1]) * (width // TOKEN_STRIDE[2])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Presets: paper Table 3 (lr 1e-4 / 8e-5 / 5e-5 / 5e-5, bs/GPU 16 / 2 / 1 / 1, SP 1 / 1 / 2 / 2, iterations
+# 170k / 100k / 50k / 40k, sizes 49x128x224, 89x352x640, 97x720x1280, multi-res) for 2B and 8B, and `tiny`.
+# A later stage starts from the previous one: `--init-from <run>/checkpoints/step_XXXXXXXX`.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def tiny() -> dict[str, Any]:
+    """Minutes on a CPU: the tiny model on 9x32x32 clips; the smoke test and the tests' base."""
+    return {
+        "stage": "tiny", "steps": 20, "batch_size": 2,
+        "model": {"size": "tiny"},
+        "data": {"frames": 9, "height": 32, "width": 32, "aspect_ratios": [1.0], "target_fps": 0,
+                 "num_workers": 1, "image_share": {"start": 0.25, "end": 0.25}},
+        "optim": {"lr": 1e-3, "grad_clip": 1.0},
+        "checkpoint": {"every": 10, "keep": 2},
+        "log": {"every": 1},
+    }  # fmt: skip
+
+
+def _stage(size: str, name: str, **overrides: Any) -> Callable[[], dict[str, Any]]:
+    table3 = {
+        "128px": {"steps": 170_000, "batch_size": 16, "optim": {"lr": 1e-4, "warmup_steps": 1000},
+                  "data": {"frames": 49, "height": 128, "width": 224,
+                           "image_share": {"start": 1.0, "end": 0.1, "hold_steps": 10_000, "decay_steps": 90_000}}},
+        "360px": {"steps": 100_000, "batch_size": 2, "optim": {"lr": 8e-5, "warmup_steps": 500},
+                  "data": {"frames": 89, "height": 352, "width": 640}},
+        "720px": {"steps": 50_000, "batch_size": 1, "optim": {"lr": 5e-5, "warmup_steps": 500},
+                  "parallel": {"sp": 2}, "data": {"frames": 97, "height": 720, "width": 1280}},
+        "multires": {"steps": 40_000, "batch_size": 1, "optim": {"lr": 5e-5, "warmup_steps": 500},
+                     "parallel": {"sp": 2},
+                     "data": {"frames": 97, "height": 720, "width": 1280,
+                              "packing": {"enabled": True, "max_tokens": sample_tokens(97, 720, 1280)}}},
+    }[name]  # fmt: skip
+
+    def preset() -> dict[str, Any]:
+        base = {
+            "stage": name, "model": {"size": size, "gradient_checkpointing": True},
+            "data": {"num_workers": 6, "image_share": {"start": 0.1, "end": 0.1}},
+            "optim": {"weight_decay": 0.0, "grad_clip": 1.0},
+            "checkpoint": {"every": 1000, "keep": 3}, "log": {"every": 10},
+        }  # fmt: skip
+        return _merge(_merge(base, table3), overrides)
+
+    return preset
+
+
+PRESETS: dict[str, Callable[[], dict[str, Any]]] = {"tiny": tiny}
+for _size in ("2b", "8b"):
+    for _name in ("128px", "360px", "720px", "multires"):
+        PRESETS[f"{_size}_{_name}"] = _stage(_size, _name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading: preset <- YAML <- --set, checked as a whole
+# ---------------------------------------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None
+) -> TrainConfig:
+    """The run's config: `preset` (or the YAML's `preset:` key, else "tiny"), then the YAML file, then
+    `overrides` ({"a.b": value}). Raises ConfigError naming every bad key or value."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {dotted}: {key!r} is a value, not a section")
+            node = child
+        node[leaf] = value
+    name = preset or data.get("preset") or "tiny"
+    if name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    merged = _merge(PRESETS[name](), data) | {"preset": name}
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + "invalid config:\n" + "\n".join(_explain(exc))) from None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """["optim.lr=3e-4", ...] -> {"optim.lr": 0.0003} (values parsed as YAML scalars)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. optim.lr=3e-4")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict update (`over` wins); a non-dict value replaces the whole subtree."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _explain(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "missing":
+            lines.append(f"  {loc}: required")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key; allowed keys here: {', '.join(_fields_at(err['loc'][:-1]))}")
+        elif err["loc"][-1:] == ("storage_options",) or "storage_options" in err["loc"]:
+            lines.append(f"  {loc}: {err['msg']}")  # may hold credentials: never echo the value
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = "" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r:.200})"
+            lines.append(f"  {loc or 'config'}: {msg}{got}")
+    return lines
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = TrainConfig
+    for key in loc:
+        annotation = model.model_fields[str(key)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The DeepSpeed JSON
+# ---------------------------------------------------------------------------------------------------------
+
+
+def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
+    """ZeRO-3, AdamW (torch's implementation: no op build), warmup + schedule, clipping; bf16 on GPU and
+    fp32 on CPU unless `parallel.precision` says otherwise. We feed batches ourselves, so the batch keys
+    only tell DeepSpeed the micro-batch (one step = one micro-batch; no accumulation)."""
+    o = cfg.optim
+    bf16 = cfg.parallel.precision == "bf16" or (cfg.parallel.precision == "auto" and on_gpu)
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": o.grad_clip,
+        "steps_per_print": 2**31 - 1,  # we log
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": o.lr, "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay, "torch_adam": True}},
+        "zero_optimization": {
+            "stage": 3, "overlap_comm": on_gpu, "contiguous_gradients": True,
+            "reduce_scatter": True,  # averages over dp·sp ranks: the Ulysses gradient scale relies on it
+            "stage3_gather_16bit_weights_on_model_save": False},
+        "bf16": {"enabled": bf16},
+        "zero_allow_untested_optimizer": True,
+    }  # fmt: skip
+    warmup = {"warmup_num_steps": o.warmup_steps}
+    if o.schedule == "constant" and o.warmup_steps:
+        ds["scheduler"] = {"type": "WarmupLR", "params": warmup | {
+            "warmup_min_lr": 0.0, "warmup_max_lr": o.lr, "warmup_type": "linear"}}  # fmt: skip
+    elif o.schedule == "linear":
+        ds["scheduler"] = {"type": "WarmupDecayLR", "params": warmup | {
+            "warmup_min_lr": 0.0, "warmup_max_lr": o.lr, "warmup_type": "linear", "total_num_steps": cfg.steps}}
+    elif o.schedule == "cosine":
+        ds["scheduler"] = {"type": "WarmupCosineLR", "params": warmup | {
+            "total_num_steps": cfg.steps, "warmup_min_ratio": 0.0, "cos_min_ratio": o.min_lr_ratio,
+            "warmup_type": "linear"}}  # fmt: skip
+    return ds

@@ -1,0 +1,371 @@
+"""The training stream: curated `clips` rows -> decoded, resized samples -> batches (buckets or NaViT packs).
+
+Rows are read with Lance's torch integration (`lance.torch.data.LanceDataset`, its blob API for the video
+bytes) in spawned DataLoader workers (Lance is not fork-safe), through `OffsetSampler`, a Lance `Sampler`
+that takes the row offsets `ClipStream` plans for a data-parallel (DP) rank:
+
+- every epoch is a seeded permutation of the trainable rows (`passed`, with media, plus `data.filter`);
+  DP rank r reads the r-th equal share of it (the remainder of an epoch is left out), so every rank has
+  the same number of samples per epoch and the stream never ends: no rank waits at an epoch boundary;
+- ranks of one sequence-parallel group share their DP rank, so they read the same rows in the same order
+  and draw the same per-sample randomness (seeded by seed, DP rank, epoch and index, never the SP rank).
+
+Why not `ShardedFragmentSampler` / `ShardedBatchSampler`: with a `passed` filter the first gives shares
+that differ by whole fragments (a one-fragment table leaves rank 1 empty), and the second scans every
+projected column of every row on every rank and shuffles only inside a small reservoir seeded through the
+global `random` module. Offsets give an exact, equal, fully shuffled share and a resume point that is
+two integers.
+
+A sample's position is (epoch, index in the rank's share). The main process batches samples (`Batcher`)
+and its state (the next position, the positions still waiting in buckets, the skip counts) is all a
+checkpoint needs: `ClipStream` replays the waiting positions, then continues, so a resumed run sees the
+same batches as an unbroken one. A clip that fails to decode becomes a `Skipped` item (counted, logged)
+and the batch is filled from the next rows.
+
+Per sample: a video row is trained as one of its frames with the probability of the image-share schedule
+(§3.3) at the step its position would be read at (position / batch size); a video shorter than the stage
+trains as an image too (packed stages: at its own length). Frames are taken at the stride nearest
+`target_fps`, resized to cover the nearest aspect-ratio bucket and centre-cropped; depth maps from the
+table follow the same frames and crop. Every process keeps the trainable row offsets (8 bytes a row).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import lance
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lance.sampler import Sampler
+from lance.torch.data import LanceDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from model.tasks import DEFAULT_EXTRA
+from pipeline.schema import CLIPS_TABLE, check_schema, decode_depth, decode_video
+from trainer.configs import TOKEN_STRIDE, DataConfig, ImageShareConfig, sample_tokens
+
+log = logging.getLogger(__name__)
+
+READ_COLUMNS = [
+    "clip_id", "media_type", "caption", "fps", "motion_score", "video", "depth_frames", "depth_min", "depth_max",
+]  # fmt: skip
+Position = tuple[int, int]  # (epoch, index in this DP rank's share of the epoch)
+
+
+def open_clips(uri: str, version: int | None, storage_options: dict[str, str]) -> lance.LanceDataset:
+    """The `clips` table at `version` (None: latest), checked against the schema contract."""
+    ds = lance.dataset(uri, version=version, storage_options=storage_options or None)
+    check_schema(ds.schema, CLIPS_TABLE)
+    return ds
+
+
+def trainable_offsets(ds: lance.LanceDataset, extra_filter: str | None) -> np.ndarray:
+    """Row offsets (what `LanceDataset.take` reads) of passed rows with media, in table order."""
+    where = "passed AND video IS NOT NULL" + (f" AND ({extra_filter})" if extra_filter else "")
+    every = ds.to_table(columns=[], with_row_id=True)["_rowid"].to_numpy()
+    chosen = ds.to_table(columns=[], filter=where, with_row_id=True)["_rowid"].to_numpy()
+    return np.flatnonzero(np.isin(every, chosen))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Samples
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One decoded training sample, resized to its bucket (or, packed, its own size)."""
+
+    position: Position
+    clip_id: str
+    frames: torch.Tensor  # (3, T, H, W) uint8 RGB
+    depth: torch.Tensor | None  # (1, T, H, W) float16 raw depth, None when the table has none
+    caption: str
+    extra: str  # prompt words between caption and task ("#FPS: 16.")
+    motion_score: float  # 0 for images
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.frames.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def tokens(self) -> int:
+        return sample_tokens(*self.shape)
+
+
+@dataclass
+class Skipped:
+    """A row that gave no sample (decode error, unusable size): counted and logged, never fatal."""
+
+    position: Position
+    clip_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How rows become samples at this stage (plain values, picklable for the workers)."""
+
+    frames: int  # T of a video sample
+    buckets: tuple[tuple[int, int], ...]  # (H, W) of the fixed-size stage; unused when packing
+    target_fps: float
+    default_motion: float
+    image_share: ImageShareConfig
+    samples_per_step: int  # batch size: turns a position into the step the image share is read at
+    packing: bool = False
+    max_area: int = 0  # packing: H·W at most (the stage size)
+    max_sample_tokens: int = 0  # packing: tokens of one sample at most
+    size_multiple: int = 16  # packing: sides are multiples of this (16·sp keeps tokens divisible by sp)
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig, batch_size: int, sp: int) -> SampleSpec:
+        p = cfg.packing
+        return cls(
+            frames=cfg.frames, buckets=tuple(cfg.buckets()), target_fps=cfg.target_fps,
+            default_motion=cfg.default_motion, image_share=cfg.image_share, samples_per_step=batch_size,
+            packing=p.enabled, max_area=cfg.height * cfg.width, max_sample_tokens=p.max_sample_tokens or p.max_tokens,
+            size_multiple=16 * sp,
+        )  # fmt: skip
+
+
+def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(T, C, h, w) float -> (T, C, H, W): scale to cover (H, W) (bilinear, anti-aliased), centre crop."""
+    h, w = x.shape[-2:]
+    height, width = size
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return x[..., top : top + height, left : left + width]
+
+
+def nearest_bucket(h: int, w: int, buckets: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose aspect ratio is closest to w/h (in log space)."""
+    return min(buckets, key=lambda b: abs(math.log((w / h) / (b[1] / b[0]))))
+
+
+def native_size(h: int, w: int, max_area: int, multiple: int) -> tuple[int, int]:
+    """Packing: the clip's own aspect ratio, area at most `max_area` (never up-scaled), sides x `multiple`."""
+    scale = min(1.0, math.sqrt(max_area / (h * w)))
+    return (max(multiple, int(h * scale) // multiple * multiple), max(multiple, int(w * scale) // multiple * multiple))
+
+
+def frame_indices(
+    n: int, frames: int, fps: float, target_fps: float, rng: np.random.Generator
+) -> tuple[list[int], float]:
+    """A random window of `frames` frames with the stride nearest fps/target_fps that fits in `n` frames.
+    Returns (indices, effective fps); empty when not even stride 1 fits."""
+    stride = max(1, round(fps / target_fps)) if target_fps > 0 and fps > 0 else 1
+    while stride > 1 and (frames - 1) * stride + 1 > n:
+        stride -= 1
+    span = (frames - 1) * stride + 1
+    if span > n:
+        return [], fps
+    start = int(rng.integers(0, n - span + 1))
+    return list(range(start, start + span, stride)), fps / stride
+
+
+def decode_sample(
+    row: dict[str, Any], position: Position, step: float, spec: SampleSpec, rng: np.random.Generator
+) -> Sample:
+    """A `clips` row -> a `Sample`: media type (the image share at `step`), frames, size, depth, prompt extra."""
+    frames = decode_video(row["video"].readall())  # (N, h, w, 3) uint8
+    n, h, w, _ = frames.shape
+    fps = float(row["fps"] or 0.0)
+    as_image = row["media_type"] == "image" or rng.random() < spec.image_share.at(step)
+    t = 1 if as_image else spec.frames
+    if spec.packing:
+        size = native_size(h, w, spec.max_area, spec.size_multiple)
+        per_frame = (size[0] // TOKEN_STRIDE[1]) * (size[1] // TOKEN_STRIDE[2])
+        t = min(t, 4 * (spec.max_sample_tokens // per_frame - 1) + 1)
+        t = max(1, min(t, 4 * ((n - 1) // 4) + 1))  # a shorter clip trains at its own length
+    else:
+        size = nearest_bucket(h, w, spec.buckets)
+    indices, fps_eff = frame_indices(n, t, fps, spec.target_fps, rng) if t > 1 else ([], fps)
+    if not indices:  # an image, or a clip too short for the stage: one random frame
+        t, indices = 1, [int(rng.integers(0, n))]
+    clip = torch.from_numpy(frames[indices]).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    clip = resize_crop(clip, size).round().clamp(0, 255).to(torch.uint8).transpose(0, 1)  # (3, T, H, W)
+    depth = None
+    if row["depth_frames"]:
+        pick = [[row[k][i] for i in indices] for k in ("depth_frames", "depth_min", "depth_max")]
+        raw = torch.from_numpy(decode_depth(*pick))[:, None]  # (T, 1, h', w')
+        depth = resize_crop(raw, size).to(torch.float16).transpose(0, 1)  # (1, T, H, W)
+    video = t > 1
+    motion = (row["motion_score"] if row["motion_score"] is not None else spec.default_motion) if video else 0.0
+    extra = f"#FPS: {round(fps_eff)}." if video and fps_eff > 0 else DEFAULT_EXTRA
+    return Sample(position, row["clip_id"], clip, depth, row["caption"] or "", extra, float(motion))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The stream of one DP rank
+# ---------------------------------------------------------------------------------------------------------
+
+
+class OffsetSampler(Sampler):
+    """A Lance `Sampler` that takes the given row offsets, in order, `chunk` rows per read."""
+
+    def __init__(self, offsets: Iterable[int], chunk: int):
+        self.offsets, self.chunk = offsets, chunk
+
+    def __call__(self, ds: lance.LanceDataset, *args: Any, columns: list[str] | None = None, **kwargs: Any):
+        offsets = iter(self.offsets)
+        while batch := list(itertools.islice(offsets, self.chunk)):
+            yield from ds.take(batch, columns=[*(columns or []), "_rowid"]).to_batches()
+
+
+@dataclass
+class StreamState:
+    """Where a DP rank's stream stands: the next new position and the positions waiting in the batcher."""
+
+    next: Position = (0, 0)
+    pending: list[Position] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"next": list(self.next), "pending": [list(p) for p in self.pending], "skipped": dict(self.skipped)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StreamState:
+        return cls(tuple(d["next"]), [tuple(p) for p in d["pending"]], Counter(d["skipped"]))  # type: ignore[arg-type]
+
+
+class ClipStream(IterableDataset):
+    """Endless samples of one DP rank, in position order: first the `resume.pending` positions, then from
+    `resume.next` on. DataLoader worker w of W takes every W-th position and yields one item per position
+    (a `Sample` or a `Skipped`), so the loader's round-robin returns them in position order."""
+
+    def __init__(
+        self,
+        uri: str,
+        version: int,
+        storage_options: dict[str, str],
+        offsets: np.ndarray,
+        dp_rank: int,
+        dp_size: int,
+        seed: int,
+        spec: SampleSpec,
+        read_batch: int,
+        resume: StreamState | None = None,
+    ):
+        super().__init__()
+        self.per_rank = len(offsets) // dp_size
+        if self.per_rank == 0:
+            raise ValueError(f"{uri}@v{version}: {len(offsets)} trainable rows cannot feed {dp_size} DP ranks")
+        self.uri, self.version, self.storage_options = uri, version, storage_options
+        self.offsets, self.dp_rank, self.dp_size, self.seed = offsets, dp_rank, dp_size, seed
+        self.spec, self.read_batch = spec, read_batch
+        self.resume = resume or StreamState()
+
+    def positions(self) -> Iterator[Position]:
+        yield from self.resume.pending
+        epoch, index = self.resume.next
+        while True:
+            for i in range(index, self.per_rank):
+                yield epoch, i
+            epoch, index = epoch + 1, 0
+
+    def epoch_rows(self, epoch: int) -> np.ndarray:
+        """This DP rank's share of epoch `epoch`: row offsets in reading order."""
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.offsets))
+        return self.offsets[perm[self.dp_rank * self.per_rank : (self.dp_rank + 1) * self.per_rank]]
+
+    def offsets_of(self, positions: Iterable[Position]) -> Iterator[int]:
+        epoch, rows = -1, self.offsets
+        for e, index in positions:
+            if e != epoch:
+                epoch, rows = e, self.epoch_rows(e)
+            yield int(rows[index])
+
+    def step_of(self, position: Position) -> float:
+        """The training step a position is read at, were no sample skipped or waiting (for the image share)."""
+        return (position[0] * self.per_rank + position[1]) / self.spec.samples_per_step
+
+    def sample_rng(self, position: Position) -> np.random.Generator:
+        """Per-sample randomness: the same on every SP rank of a group, different across DP ranks."""
+        return np.random.default_rng([self.seed, self.dp_rank, *position])
+
+    def __iter__(self) -> Iterator[Sample | Skipped]:
+        info = get_worker_info()
+        wid, workers = (info.id, info.num_workers) if info else (0, 1)
+        mine, for_reads = itertools.tee(itertools.islice(self.positions(), wid, None, workers))
+        ds = open_clips(self.uri, self.version, self.storage_options)
+        reads = LanceDataset(ds, batch_size=self.read_batch, columns=READ_COLUMNS, to_tensor_fn=None,
+                             sampler=OffsetSampler(self.offsets_of(for_reads), self.read_batch))  # fmt: skip
+        for batch in reads:
+            for i in range(len(batch["clip_id"])):
+                row = {k: (v[i] if isinstance(v, list) else v[i].as_py()) for k, v in batch.items()}
+                position = next(mine)
+                try:
+                    yield decode_sample(row, position, self.step_of(position), self.spec, self.sample_rng(position))
+                except Exception as exc:  # a broken clip must not stop training
+                    yield Skipped(position, row["clip_id"], f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batching
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Batcher:
+    """Fixed-size stages: one bucket per (T, H, W); a bucket that reaches `batch_size` is a batch.
+    Packing: samples in arrival order until the next one would pass `max_tokens`."""
+
+    def __init__(self, batch_size: int, max_tokens: int | None = None):
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+        self.waiting: dict[Any, list[Sample]] = {}
+
+    def add(self, sample: Sample) -> list[Sample] | None:
+        if self.max_tokens is not None:
+            pack = self.waiting.setdefault("pack", [])
+            if pack and sum(s.tokens for s in pack) + sample.tokens > self.max_tokens:
+                self.waiting["pack"] = [sample]
+                return pack
+            pack.append(sample)
+            return None
+        bucket = self.waiting.setdefault(sample.shape, [])
+        bucket.append(sample)
+        if len(bucket) == self.batch_size:
+            return self.waiting.pop(sample.shape)
+        return None
+
+    def pending(self) -> list[Position]:
+        return sorted(s.position for bucket in self.waiting.values() for s in bucket)
+
+
+class TrainLoader:
+    """Batches of one DP rank from spawned workers, with the state a checkpoint stores."""
+
+    def __init__(self, stream: ClipStream, batcher: Batcher, num_workers: int, prefetch_factor: int):
+        self.stream, self.batcher = stream, batcher
+        self.state = StreamState(stream.resume.next, [], Counter(stream.resume.skipped))
+        self.loader = DataLoader(
+            stream, batch_size=None, collate_fn=_identity, num_workers=num_workers,
+            multiprocessing_context="spawn" if num_workers else None,
+            prefetch_factor=prefetch_factor if num_workers else None,
+        )  # fmt: skip
+
+    def __iter__(self) -> Iterator[list[Sample]]:
+        for item in self.loader:
+            self.state.next = max(self.state.next, (item.position[0], item.position[1] + 1))
+            if isinstance(item, Skipped):
+                self.state.skipped[item.reason.split(":")[0]] += 1
+                log.warning("skipped clip %s at %s: %s", item.clip_id, item.position, item.reason)
+                continue
+            batch = self.batcher.add(item)
+            if batch is not None:
+                yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return StreamState(self.state.next, self.batcher.pending(), self.state.skipped).to_dict()
+
+
+def _identity(item: Any) -> Any:
+    return item

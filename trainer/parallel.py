@@ -1,0 +1,200 @@
+"""Process groups and `parallelize_mfm`: activation checkpointing, Ulysses sequence parallelism, then ZeRO-3,
+applied to a single-device `MfM` from outside, in that order, each step logged (torchtitan's way).
+
+Ulysses (DeepSpeed's `DistributedAttention`): every rank of a sequence-parallel (SP) group holds the same
+sample and N/sp of its tokens. Before each self-attention an all-to-all trades the token split for a head
+split (sp must divide the heads), attention runs over all N tokens on H/sp heads, and a second all-to-all
+trades back. What stays exact without more communication, by where it sits in `model.mfm.Attention`:
+
+- QK-norm is an RMSNorm over the full inner dim D (all heads of one token). It runs on the projected
+  (B, N/sp, D) tokens before the all-to-all, where each rank still has every head of its tokens, so no
+  sum of squares crosses ranks. RoPE is applied there too, with each rank's slice of the position table.
+- Cross-attention needs no all-to-all: the queries are the rank's own tokens and every rank holds all
+  text tokens (keys and values), so the softmax over text is complete on each rank.
+- Everything else (modulation, MLP, norms) is per token.
+
+Gradients: every SP rank computes the same loss on the same gathered output. `SequenceSharding.gather` is
+an all-gather whose backward is its adjoint, a reduce-scatter (sum) of the output gradient: with the loss
+replicated, rank r receives sp times the gradient of its own token slice, so its parameter gradient is sp
+times the part that flows through its tokens. ZeRO-3's gradient reduce-scatter averages over all dp·sp
+ranks (`"reduce_scatter": true`, pinned in `configs.deepspeed_config`), which leaves the exact gradient of
+the full sequence, averaged over the data-parallel replicas. A test checks sp=2 against one device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from model.mfm import CoreAttention, MfM, TokenSharding
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParallelDims:
+    """Where this process sits: world = dp · sp, SP groups are consecutive ranks (DeepSpeed's layout)."""
+
+    rank: int
+    world: int
+    sp: int
+    local_rank: int
+    sp_group: Any  # ProcessGroup of this rank's SP group (None when sp == 1)
+    dp_group: Any  # ProcessGroup of the ranks with this SP rank: one per data-parallel replica
+
+    @property
+    def dp(self) -> int:
+        return self.world // self.sp
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.sp
+
+    @property
+    def sp_rank(self) -> int:
+        return self.rank % self.sp
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(sp: int, backend: str) -> ParallelDims:
+    """Join (or, without a launcher, create a one-process) process group and build the SP and DP groups.
+
+    `backend`: "nccl" / "gloo". Under `torchrun` or `deepspeed` the usual env (RANK, WORLD_SIZE, MASTER_*)
+    is set; a plain `mfm train` gets rank 0 of 1 on a free local port.
+    """
+    import deepspeed
+
+    if "RANK" not in os.environ:  # one process, no launcher
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if world % sp:
+        raise ValueError(f"parallel.sp={sp} must divide the world size {world}")
+    sp_group = None
+    if sp > 1:
+        from deepspeed.runtime.sequence_parallel import parallel_state_sp
+
+        parallel_state_sp.initialize_sequence_parallel(sp)  # groups [0..sp), [sp..2sp), ...
+        sp_group = parallel_state_sp.get_sequence_parallel_group()
+    dp_group = None
+    for sp_rank in range(sp):  # every rank creates every group, in the same order
+        group = dist.new_group(list(range(sp_rank, world, sp)))
+        if rank % sp == sp_rank:
+            dp_group = group
+    return ParallelDims(rank, world, sp, int(os.environ.get("LOCAL_RANK", 0)), sp_group, dp_group)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ulysses: the token split and the attention wrapper
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _GatherSequence(torch.autograd.Function):
+    """All-gather the SP ranks' token slices along `dim`; backward: reduce-scatter (sum) of the gradient,
+    done as an all-reduce and a slice (gloo has no reduce-scatter; the gathered output is small)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, group: Any) -> torch.Tensor:
+        ctx.dim, ctx.group, ctx.rank, ctx.size = dim, group, dist.get_rank(group), x.shape[dim]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=dim)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad.narrow(ctx.dim, ctx.rank * ctx.size, ctx.size), None, None
+
+
+class SequenceSharding(TokenSharding):
+    """Contiguous token slices over an SP group: rank r keeps tokens [r·N/sp, (r+1)·N/sp)."""
+
+    def __init__(self, group: Any):
+        super().__init__()
+        self.group = group
+        self.size, self.rank = dist.get_world_size(group), dist.get_rank(group)
+
+    def shard(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        n = x.shape[dim]
+        if n % self.size:
+            raise ValueError(f"{n} tokens do not split over sequence-parallel size {self.size}: {tuple(x.shape)}")
+        return x.narrow(dim, self.rank * (n // self.size), n // self.size)
+
+    def gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return _GatherSequence.apply(x, dim, self.group)
+
+
+class UlyssesAttention(nn.Module):
+    """`CoreAttention`'s call signature around DeepSpeed's `DistributedAttention` for (B, N, H, Dh) tensors:
+    all-to-all to full sequence / H/sp heads, the local attention (with bias and packing spans), back."""
+
+    def __init__(self, local: CoreAttention, group: Any):
+        super().__init__()
+        from deepspeed.sequence.layer import DistributedAttention
+
+        # (B, N/sp, H, Dh): scatter heads (dim 2), gather tokens (dim 1)
+        self.dist_attn = DistributedAttention(local, group, scatter_idx=2, gather_idx=1)
+
+    def forward(self, q, k, v, bias: torch.Tensor | None = None, seq_lens: tuple[int, ...] | None = None):
+        return self.dist_attn(q, k, v, 0, None, bias, seq_lens)  # batch_dim_idx 0, no rotary inside
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parallelize_mfm
+# ---------------------------------------------------------------------------------------------------------
+
+
+def apply_ulysses(model: MfM, group: Any) -> None:
+    """Split tokens over `group` and wrap every self-attention core (cross-attention stays local)."""
+    model.token_sharding = SequenceSharding(group)
+    for block in model.blocks:
+        block.self_attn.core_attention = UlyssesAttention(block.self_attn.core_attention, group)
+
+
+def parallelize_mfm(model: MfM, dims: ParallelDims, ds_config: dict[str, Any], gradient_checkpointing: bool):
+    """Activation checkpointing, then Ulysses (sp > 1), then ZeRO-3 via `deepspeed.initialize`; returns the
+    DeepSpeed engine. The order is fixed: checkpointing wraps whole blocks, Ulysses swaps modules inside
+    them, and ZeRO-3 partitions the parameters of the finished module tree."""
+    import deepspeed
+
+    if gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+        log.info("parallelize 1/3: activation checkpointing on %d blocks", len(model.blocks))
+    else:
+        log.info("parallelize 1/3: activation checkpointing off")
+    mpu = None
+    if dims.sp > 1:
+        from deepspeed.runtime.sequence_parallel import parallel_state_sp as mpu
+
+        heads = model.config.num_heads
+        if heads % dims.sp:
+            raise ValueError(f"sequence-parallel size {dims.sp} must divide the {heads} attention heads")
+        apply_ulysses(model, dims.sp_group)
+        log.info("parallelize 2/3: Ulysses sp=%d on %d self-attentions (%d heads per rank)",
+                 dims.sp, len(model.blocks), heads // dims.sp)  # fmt: skip
+    else:
+        log.info("parallelize 2/3: Ulysses off (sp=1)")
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config, mpu=mpu
+    )
+    log.info("parallelize 3/3: ZeRO-3 over %d ranks (dp=%d x sp=%d), bf16=%s",
+             dims.world, dims.dp, dims.sp, ds_config["bf16"]["enabled"])  # fmt: skip
+    return engine

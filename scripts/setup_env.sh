@@ -16,4 +16,6 @@ fi
 "$PY" -m pip install --quiet -c constraints.txt torch torchvision
 DS_BUILD_OPS=0 "$PY" -m pip install --quiet --no-build-isolation -c constraints.txt deepspeed
 "$PY" -m pip install --quiet -c constraints.txt -e ".[test]"
+# DeepSpeed JIT-compiles its CPU shared-memory comm op on the first distributed start: do it once here.
+"$PY" -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()"
 touch "$STAMP"

@@ -36,7 +36,7 @@ def _start_node(rank: int, args: list[str], env: dict[str, str], log: Path) -> s
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
-def test_two_node_hostfile_launch_trains_tiny(curated, tmp_path):  # noqa: F811 - pytest fixture
+def test_two_node_hostfile_launch_trains_tiny(curated, tmp_path):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("# two nodes, one rank each\nnode-a slots=1\nnode-b slots=1\n")
     run_dir = tmp_path / "run"

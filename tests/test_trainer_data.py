@@ -29,7 +29,7 @@ def stream(table, dp_rank=0, dp_size=1, resume=None, sample_spec=None) -> ClipSt
                       spec=sample_spec or spec(), read_batch=3, resume=resume)  # fmt: skip
 
 
-def test_epoch_shares_are_equal_disjoint_and_reshuffled(curated):  # noqa: F811
+def test_epoch_shares_are_equal_disjoint_and_reshuffled(curated):
     ds = open_clips(curated.table, None, {})
     rows = offsets_of(ds, None)
     assert len(rows) == curated.good_rows + 1  # the broken row is a passed row with media: it is read and skipped
@@ -42,7 +42,7 @@ def test_epoch_shares_are_equal_disjoint_and_reshuffled(curated):  # noqa: F811
     assert list(first.epoch_rows(0)) != list(first.epoch_rows(1))  # a new order every epoch
 
 
-def test_ranks_of_one_sp_group_read_the_same_samples_and_dp_ranks_do_not(curated):  # noqa: F811
+def test_ranks_of_one_sp_group_read_the_same_samples_and_dp_ranks_do_not(curated):
     def items(dp_rank):
         return list(itertools.islice(iter(stream(curated.table, dp_rank, 2)), 6))
 
@@ -55,7 +55,7 @@ def test_ranks_of_one_sp_group_read_the_same_samples_and_dp_ranks_do_not(curated
     assert {i.clip_id for i in sp0[:4]}.isdisjoint({i.clip_id for i in other[:4]})
 
 
-def test_broken_clip_is_skipped_and_counted_and_batches_stay_full(curated):  # noqa: F811
+def test_broken_clip_is_skipped_and_counted_and_batches_stay_full(curated):
     rows = stream(curated.table)
     loader = TrainLoader(rows, Batcher(batch_size=2), num_workers=0, prefetch_factor=2)
     batches = list(itertools.islice(iter(loader), 12))  # 24+ samples: three passes over the 8 rows
@@ -67,7 +67,7 @@ def test_broken_clip_is_skipped_and_counted_and_batches_stay_full(curated):  # n
     assert list(loader.state.skipped) == ["InvalidDataError"]  # PyAV: the bytes are not a video
 
 
-def test_samples_come_in_buckets_with_the_image_share(curated):  # noqa: F811
+def test_samples_come_in_buckets_with_the_image_share(curated):
     shapes, motions, extras = set(), set(), set()
     for share in (0.0, 1.0):
         items = itertools.islice(iter(stream(curated.table, sample_spec=spec(share))), 8)
@@ -91,7 +91,7 @@ def test_frame_window_uses_the_stride_nearest_the_target_fps():
     assert frame_indices(5, 9, 30.0, 15.0, rng) == ([], 30.0)
 
 
-def test_resumed_stream_gives_the_same_batches(curated):  # noqa: F811
+def test_resumed_stream_gives_the_same_batches(curated):
     whole = TrainLoader(stream(curated.table), Batcher(batch_size=2), num_workers=0, prefetch_factor=2)
     it = iter(whole)
     for _ in range(3):
@@ -104,3 +104,56 @@ def test_resumed_stream_gives_the_same_batches(curated):  # noqa: F811
     for a, b in zip(rest, again):
         assert [s.position for s in a] == [s.position for s in b]
         assert all(torch.equal(x.frames, y.frames) for x, y in zip(a, b))
+
+
+def with_edit_pair(table: str, folder) -> str:
+    """A copy of `table` plus one edit pair: two passed videos of the table re-keyed as source and target."""
+    import shutil
+
+    import lance
+    import pyarrow as pa
+
+    ds = lance.dataset(table)
+    copy = str(shutil.copytree(table, folder / "clips.lance"))  # a Lance table is its folder
+    cols = [c for c in ds.schema.names if c != "video"]
+    a, b = ds.to_table(columns=cols, filter="passed AND media_type = 'video'", limit=2, with_row_id=True).to_pylist()
+    videos = [blob.readall() for blob in ds.take_blobs("video", ids=[a.pop("_rowid"), b.pop("_rowid")])]
+    source = a | {"clip_id": "edit-src", "role": "edit_source", "edit_target_clip_id": "edit-dst",
+                  "edit_instruction": "make it red", "video": videos[0]}  # fmt: skip
+    target = b | {"clip_id": "edit-dst", "role": "edit_target", "edit_instruction": "make it red", "video": videos[1]}
+    lance.write_dataset(pa.Table.from_pylist([source, target], schema=ds.schema), copy, mode="append")
+    return copy
+
+
+def test_edit_pair_is_one_sample_with_the_target_frames_and_the_source_beside_them(curated, tmp_path):
+    from model.conditions import Clip
+    from model.task_sampling import qualified_tasks
+
+    table = with_edit_pair(curated.table, tmp_path)
+    ds = open_clips(table, None, {})
+    rows = offsets_of(ds, None)
+    assert len(rows) == curated.good_rows + 2  # the broken row and the pair's source; the target is not a row
+    samples = [s for s in itertools.islice(iter(stream(table, sample_spec=spec(image_share=0.0))), 40)
+               if getattr(s, "clip_id", None) == "edit-src"]  # fmt: skip
+    assert samples, "the edit source row was never read"
+    for s in samples:
+        assert s.instruction == "make it red" and s.source is not None and s.source.shape == s.frames.shape
+        assert not torch.equal(s.source, s.frames)  # two different videos
+        clip = Clip(s.frames.float() / 127.5 - 1, None, s.caption, s.source.float() / 127.5 - 1, s.instruction)
+        assert "vedit" in {t.id for t in qualified_tasks(clip)}
+    # Known answer: with the same randomness, the pair's frames are the target decoded alone, its source the
+    # source decoded alone (same frame indices and crop).
+    from trainer.data import READ_COLUMNS, decode_sample, read_edit_target
+
+    def row(clip_id):
+        found = ds.to_table(columns=[c for c in READ_COLUMNS if c != "video"], filter=f"clip_id = '{clip_id}'",
+                            with_row_id=True).to_pylist()[0]  # fmt: skip
+        return found | {"video": ds.take_blobs("video", ids=[found["_rowid"]])[0]}
+
+    def decode(r, target=None):
+        return decode_sample(r, (0, 0), 0.0, spec(image_share=0.0), np.random.default_rng(3), target)
+
+    pair = decode(row("edit-src"), read_edit_target(ds, "edit-dst"))
+    plain_source = decode(row("edit-src") | {"role": "clip"})
+    plain_target = decode(row("edit-dst") | {"role": "clip"})
+    assert torch.equal(pair.frames, plain_target.frames) and torch.equal(pair.source, plain_source.frames)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 STEPS, EVERY = 16, 6
 
 
-def train_cmd(curated, run_dir: Path, *extra: str) -> list[str]:  # noqa: F811
+def train_cmd(curated, run_dir: Path, *extra: str) -> list[str]:
     sets = {"data.table": curated.table, "frozen.root": curated.tiny, "run_dir": run_dir, "steps": STEPS,
             "checkpoint.every": EVERY, "optim.lr": 3e-3, "model.gradient_checkpointing": True}  # fmt: skip
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
@@ -68,7 +68,7 @@ def _running(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def unbroken(curated, tmp_path_factory) -> Path:  # noqa: F811
+def unbroken(curated, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("unbroken")
     done = subprocess.run(train_cmd(curated, run_dir, "--set", "data.num_workers=1"), env=env(),
                           capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -76,7 +76,7 @@ def unbroken(curated, tmp_path_factory) -> Path:  # noqa: F811
     return run_dir
 
 
-def test_zero3_run_on_the_curated_table_learns_logs_and_exports(unbroken, curated):  # noqa: F811
+def test_zero3_run_on_the_curated_table_learns_logs_and_exports(unbroken, curated):
     loss = losses(unbroken)
     assert sorted(loss) == list(range(1, STEPS + 1))
     first, last = sum(loss[s] for s in (1, 2, 3, 4)) / 4, sum(loss[s] for s in (13, 14, 15, 16)) / 4
@@ -96,7 +96,7 @@ def test_zero3_run_on_the_curated_table_learns_logs_and_exports(unbroken, curate
     assert not torch.equal(exported.final_layer.linear.weight, fresh.final_layer.linear.weight)  # trained
 
 
-def test_sigkill_then_resume_latest_repeats_the_unbroken_losses(curated, unbroken, tmp_path):  # noqa: F811
+def test_sigkill_then_resume_latest_repeats_the_unbroken_losses(curated, unbroken, tmp_path):
     run_dir = tmp_path / "killed"
     cmd = train_cmd(curated, run_dir, "--set", "data.num_workers=0", "--resume", "latest")
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

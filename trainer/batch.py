@@ -59,8 +59,10 @@ class BatchBuilder:
         for s in samples:
             frames = s.frames.to(self.device).float().div(127.5).sub(1.0)  # (3, T, H, W)
             depth = None if s.depth is None else s.depth.to(self.device).float()
+            source = None if s.source is None else s.source.to(self.device).float().div(127.5).sub(1.0)
+            clip = Clip(frames, depth, s.caption, source=source, instruction=s.instruction)
             gen = torch.Generator().manual_seed(seed_of(self.seed, self.dp_rank, *s.position, 1))
-            out.append((frames, sample_training_condition(Clip(frames, depth, s.caption), gen, extra=s.extra)))
+            out.append((frames, sample_training_condition(clip, gen, extra=s.extra)))
         return out
 
     @torch.no_grad()

@@ -27,6 +27,11 @@ Per sample: a video row is trained as one of its frames with the probability of 
 trains as an image too (packed stages: at its own length). Frames are taken at the stride nearest
 `target_fps`, resized to cover the nearest aspect-ratio bucket and centre-cropped; depth maps from the
 table follow the same frames and crop. Every process keeps the trainable row offsets (8 bytes a row).
+
+Edit pairs (VEDIT/IEDIT): an `edit_source` row is read together with its `edit_target` row (looked up by
+`edit_target_clip_id`); the sample's frames are the target's, and the source's frames, taken at the same
+indices and crop, ride along with the instruction, so the task sampler can draw the editing tasks. Target
+rows are not trainable rows of their own: each pair is one sample.
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ log = logging.getLogger(__name__)
 
 READ_COLUMNS = [
     "clip_id", "media_type", "caption", "fps", "motion_score", "video", "depth_frames", "depth_min", "depth_max",
+    "role", "edit_target_clip_id", "edit_instruction",
 ]  # fmt: skip
+TARGET_COLUMNS = ["caption", "depth_frames", "depth_min", "depth_max"]  # of an edit target; video via take_blobs
 Position = tuple[int, int]  # (epoch, index in this DP rank's share of the epoch)
 
 
@@ -67,8 +74,10 @@ def open_clips(uri: str, version: int | None, storage_options: dict[str, str]) -
 
 
 def trainable_offsets(ds: lance.LanceDataset, extra_filter: str | None) -> np.ndarray:
-    """Row offsets (what `LanceDataset.take` reads) of passed rows with media, in table order."""
-    where = "passed AND video IS NOT NULL" + (f" AND ({extra_filter})" if extra_filter else "")
+    """Row offsets (what `LanceDataset.take` reads) of passed rows with media, in table order; edit targets are
+    read with their source row, not on their own."""
+    where = "passed AND video IS NOT NULL AND role != 'edit_target'"
+    where += f" AND ({extra_filter})" if extra_filter else ""
     every = ds.to_table(columns=[], with_row_id=True)["_rowid"].to_numpy()
     chosen = ds.to_table(columns=[], filter=where, with_row_id=True)["_rowid"].to_numpy()
     return np.flatnonzero(np.isin(every, chosen))
@@ -90,6 +99,8 @@ class Sample:
     caption: str
     extra: str  # prompt words between caption and task ("#FPS: 16.")
     motion_score: float  # 0 for images
+    source: torch.Tensor | None = None  # (3, T, H, W) uint8: an edit pair's source, same frames and crop
+    instruction: str = ""  # an edit pair's instruction
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -172,11 +183,39 @@ def frame_indices(
     return list(range(start, start + span, stride)), fps / stride
 
 
+def read_edit_target(ds: lance.LanceDataset, clip_id: str) -> dict[str, Any]:
+    """The `edit_target` row of an edit pair: its video (a blob file), caption and depth."""
+    found = ds.to_table(columns=TARGET_COLUMNS, filter=f"clip_id = '{clip_id}'", with_row_id=True)
+    if found.num_rows != 1:
+        raise ValueError(f"edit target {clip_id!r}: {found.num_rows} rows in the table, expected 1")
+    row = found.to_pylist()[0]
+    return row | {"video": ds.take_blobs("video", ids=[row["_rowid"]])[0]}
+
+
+def _crop(frames: np.ndarray, indices: list[int], size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w, 3) uint8 -> the chosen frames resized and cropped, (3, T, H, W) uint8."""
+    clip = torch.from_numpy(frames[indices]).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    return resize_crop(clip, size).round().clamp(0, 255).to(torch.uint8).transpose(0, 1)  # (3, T, H, W)
+
+
 def decode_sample(
-    row: dict[str, Any], position: Position, step: float, spec: SampleSpec, rng: np.random.Generator
+    row: dict[str, Any],
+    position: Position,
+    step: float,
+    spec: SampleSpec,
+    rng: np.random.Generator,
+    edit_target: dict[str, Any] | None = None,
 ) -> Sample:
-    """A `clips` row -> a `Sample`: media type (the image share at `step`), frames, size, depth, prompt extra."""
+    """A `clips` row -> a `Sample`: media type (the image share at `step`), frames, size, depth, prompt extra.
+    With `edit_target` (the row is an edit source) the frames and depth are the target's, the row's own
+    frames become the source."""
+    source = None
     frames = decode_video(row["video"].readall())  # (N, h, w, 3) uint8
+    if edit_target is not None:
+        source, frames = frames, decode_video(edit_target["video"].readall())
+        if source.shape != frames.shape:
+            raise ValueError(f"edit pair {row['clip_id']}: source {source.shape} and target {frames.shape} differ")
+        row = row | {k: edit_target[k] for k in TARGET_COLUMNS}
     n, h, w, _ = frames.shape
     fps = float(row["fps"] or 0.0)
     as_image = row["media_type"] == "image" or rng.random() < spec.image_share.at(step)
@@ -191,8 +230,7 @@ def decode_sample(
     indices, fps_eff = frame_indices(n, t, fps, spec.target_fps, rng) if t > 1 else ([], fps)
     if not indices:  # an image, or a clip too short for the stage: one random frame
         t, indices = 1, [int(rng.integers(0, n))]
-    clip = torch.from_numpy(frames[indices]).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
-    clip = resize_crop(clip, size).round().clamp(0, 255).to(torch.uint8).transpose(0, 1)  # (3, T, H, W)
+    clip = _crop(frames, indices, size)  # (3, T, H, W)
     depth = None
     if row["depth_frames"]:
         pick = [[row[k][i] for i in indices] for k in ("depth_frames", "depth_min", "depth_max")]
@@ -201,7 +239,11 @@ def decode_sample(
     video = t > 1
     motion = (row["motion_score"] if row["motion_score"] is not None else spec.default_motion) if video else 0.0
     extra = f"#FPS: {round(fps_eff)}." if video and fps_eff > 0 else DEFAULT_EXTRA
-    return Sample(position, row["clip_id"], clip, depth, row["caption"] or "", extra, float(motion))
+    return Sample(
+        position, row["clip_id"], clip, depth, row["caption"] or "", extra, float(motion),
+        source=None if source is None else _crop(source, indices, size),
+        instruction=(row["edit_instruction"] or "") if source is not None else "",
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -304,7 +346,10 @@ class ClipStream(IterableDataset):
                 row = {k: (v[i] if isinstance(v, list) else v[i].as_py()) for k, v in batch.items()}
                 position = next(mine)
                 try:
-                    yield decode_sample(row, position, self.step_of(position), self.spec, self.sample_rng(position))
+                    target = read_edit_target(ds, row["edit_target_clip_id"]) if row["role"] == "edit_source" else None
+                    yield decode_sample(
+                        row, position, self.step_of(position), self.spec, self.sample_rng(position), target
+                    )
                 except Exception as exc:  # a broken clip must not stop training
                     yield Skipped(position, row["clip_id"], f"{type(exc).__name__}: {exc}")
 

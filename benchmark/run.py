@@ -1,0 +1,138 @@
+"""`mfm benchmark run`: generate every sample of a benchmark table with one checkpoint.
+
+    mfm benchmark run --checkpoint CKPT --bench bench.lance --out runs/ckpt [--tasks vinp,voutp]
+
+Each sample's condition is rebuilt from the stored ground truth and seed (and checked against the stored
+parameters), depth maps are computed for the given frames of generation tasks, and `generate_sample`
+(the code behind `mfm generate`) samples it with the same seed. Outputs go to OUT/<task>/<sample_id>.mp4
+(or .png), each written atomically, so a killed run resumes by skipping the files that exist. OUT/run.json
+records the checkpoint, its model config, the benchmark table and version, and the sampling settings; a
+resumed run with different ones is refused, so one folder never mixes two runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import lance
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.generate import (
+    GenerationModels,
+    SamplingOptions,
+    depth_on_given_frames,
+    generate_sample,
+    load_models,
+    media_suffix,
+    write_media,
+)
+from benchmark.table import Sample, check_benchmark_schema, read_media, read_samples
+from model.conditions import benchmark_condition
+from model.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from model.tasks import TASKS, get_task
+
+RUN_RECORD = "run.json"
+
+
+def output_path(out_dir: str | Path, sample: Sample) -> Path:
+    return Path(out_dir) / sample.task / f"{sample.sample_id}{media_suffix(get_task(sample.task))}"
+
+
+def run_record(models: GenerationModels, bench_uri: str, bench_version: int, options: SamplingOptions) -> dict:
+    return {
+        "checkpoint": str(Path(models.checkpoint).resolve()),
+        "variant": models.variant,
+        "model_config": asdict(models.model.config),
+        "bench": str(Path(bench_uri).resolve()) if "://" not in str(bench_uri) else str(bench_uri),
+        "bench_version": bench_version,
+        "sampling": asdict(options),
+        "scheduler": dict(models.scheduler.config),
+    }
+
+
+def _check_resume(path: Path, record: dict) -> None:
+    """Refuse to add outputs to a folder that holds another run's."""
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    keys = ("checkpoint", "variant", "model_config", "bench", "bench_version", "sampling")
+    changed = [k for k in keys if old.get(k) != json.loads(json.dumps(record[k]))]
+    if changed:
+        raise ValueError(f"{path.parent} holds outputs of another run (different {', '.join(changed)}); "
+                         "use a new --out, or delete the folder")
+
+
+def run_benchmark(
+    models: GenerationModels,
+    bench_uri: str,
+    out_dir: str | Path,
+    options: SamplingOptions | None = None,
+    tasks: list[str] | None = None,
+    log=print,
+) -> dict[str, int]:
+    """Generate the outputs of every sample (of `tasks`) not yet in `out_dir`; returns counts."""
+    options = options or SamplingOptions()
+    ds = lance.dataset(bench_uri)
+    check_benchmark_schema(ds.schema, bench_uri)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = run_record(models, bench_uri, ds.version, options)
+    _check_resume(out_dir / RUN_RECORD, record)
+    (out_dir / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str))
+
+    samples = [s for s in read_samples(ds) if tasks is None or s.task in tasks]
+    todo = [s for s in samples if not output_path(out_dir, s).exists()]
+    log(f"{bench_uri} (version {ds.version}): {len(samples)} samples, {len(samples) - len(todo)} done, "
+        f"{len(todo)} to generate -> {out_dir}")
+    for sample in tqdm(todo, desc="benchmark", unit="sample", disable=not todo):
+        start = time.perf_counter()
+        task = get_task(sample.task)
+        gt = read_media(ds, sample, "gt")  # (3, T, H, W)
+        cond = benchmark_condition(task, sample.clip(gt), sample.seed, extra=task.generate_extra)
+        sample.check_condition(cond)
+        cond = depth_on_given_frames(cond, models)
+        frames = generate_sample(models, cond, sample.seed, options)
+        write_media(frames, output_path(out_dir, sample), fps=sample.fps)
+        tqdm.write(f"{sample.sample_id}: {time.perf_counter() - start:.1f}s")
+    return {"samples": len(samples), "generated": len(todo)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True,
+                   help="our checkpoint folder (or a trainer step folder) or a released pipeline root")
+    p.add_argument("--variant", help="weights variant, e.g. ema (model.ema.safetensors)")
+    p.add_argument("--bench", required=True, help="benchmark Lance table (`mfm benchmark build`)")
+    p.add_argument("--out", required=True, help="folder for the outputs (resumable)")
+    p.add_argument("--vae", help="CogVideoX VAE folder (default: CKPT's root/vae)")
+    p.add_argument("--text-encoder", help="T5 folder or pipeline root with text_encoder/ tokenizer/")
+    p.add_argument("--depth-model", help="Depth-Anything-V2 folder (default: CKPT's root/depth)")
+    p.add_argument("--tasks", help=f"comma-separated subset of: {','.join(TASKS)}")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Euler steps (paper: 50)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="CFG scale (paper: 9.0)")
+    p.add_argument("--negative-prompt", help="CFG negative prompt (default: the release's for the task)")
+    p.add_argument("--shift", type=float, help="scheduler shift (default: the checkpoint's scheduler/, else 1)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default bfloat16 on GPU")
+
+
+def main(args: argparse.Namespace) -> int:
+    tasks = None
+    try:
+        if args.tasks:
+            tasks = [get_task(t).id for t in args.tasks.split(",")]
+        dtype = getattr(torch, args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32"))
+        models = load_models(args.checkpoint, args.vae, args.text_encoder, args.depth_model, args.device, dtype,
+                             args.shift, args.variant)
+        options = SamplingOptions(args.steps, args.guidance, None, args.negative_prompt)
+        counts = run_benchmark(models, args.bench, args.out, options, tasks)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mfm benchmark run: {e}", file=sys.stderr)
+        return 2
+    print(f"done: {counts['generated']} generated, {counts['samples']} outputs in {args.out}")
+    return 0

@@ -37,6 +37,7 @@ from model.depth import DepthEstimator
 from model.mfm import MfM
 from model.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Conditioning, make_scheduler, sample
 from model.task_inputs import DEFAULT_FRAMES, DEFAULT_VIDEO_SIZE, USER_INPUTS, condition_from_files
+from model.task_inputs import depth_on_given_frames as given_frames_depth
 from model.tasks import TASKS, Task, get_task
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
@@ -156,10 +157,10 @@ def depth_on_given_frames(cond: Condition, models: GenerationModels) -> Conditio
         if not models.model.config.use_depth:
             return cond
         raise ValueError(f"task {cond.task} needs depth maps of its given frames: pass --depth-model")
-    given = cond.mask.flatten(2).amax(-1)[0] > 0  # (T,) frames with a given pixel
-    depth = torch.zeros_like(cond.mask)
-    frames = cond.pixels[:, given].transpose(0, 1).to(models.device)  # (n, 3, H, W)
-    depth[:, given] = models.depth.predict(frames).transpose(0, 1).cpu()
+    def predict(frames: torch.Tensor) -> torch.Tensor:
+        return models.depth.predict(frames.to(models.device)).cpu()
+
+    depth = given_frames_depth(cond.pixels, cond.mask, predict)
     return replace(cond, depth=depth * cond.mask)
 
 

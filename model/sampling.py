@@ -61,7 +61,7 @@ def sample(
     x = noise
     for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress):
         x_in = x if negative is None else torch.cat([x, x])
-        timestep = t.expand(x_in.shape[0]).to(noise.dtype)  # (B,) or (2B,), 0–1000 scale
+        timestep = t.expand(x_in.shape[0]).float()  # (B,) or (2B,), 0–1000 scale; fp32 even under bf16
         v = model(
             x_in, timestep, cond.text, cond.text_mask, cond.cond_pixels, cond.cond_depth, cond.cond_mask,
             cond.motion_score,

@@ -250,7 +250,7 @@ def _whole_clip(
     return clip, given
 
 
-def _depth_on_given_frames(pixels: torch.Tensor, given: torch.Tensor, depth_fn: DepthFn) -> torch.Tensor:
+def depth_on_given_frames(pixels: torch.Tensor, given: torch.Tensor, depth_fn: DepthFn) -> torch.Tensor:
     """(1, T, H, W) depth of the frames with a given pixel, zero elsewhere."""
     frames_given = given.flatten(2).amax(-1)[0] > 0  # (T,) bool
     depth = torch.zeros_like(given)
@@ -296,7 +296,7 @@ def condition_from_media(
         elif task.condition == "downsample":
             low = tuple(media[0].shape[-2:])
             params = Scale(size[0] / low[0], low)
-    depth = _depth_on_given_frames(pixels, given, depth_fn) if task.generation and depth_fn else None
+    depth = depth_on_given_frames(pixels, given, depth_fn) if task.generation and depth_fn else None
     extra = task.generate_extra if extra is None else extra
     return assemble_condition(task, pixels, given, depth, prompt, extra, params)
 

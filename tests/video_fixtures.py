@@ -9,54 +9,25 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 
+from mfm import synthetic
 
-def texture(height: int, width: int, seed: int = 0, sigma: float = 1.0) -> np.ndarray:
-    """A smooth random RGB texture (H, W, 3) uint8 with full contrast: good for optical flow, and sharp
-    enough (Laplacian variance ~ 700 at sigma 1) to pass the paper's blur threshold of 200."""
-    rng = np.random.default_rng(seed)
-    noise = rng.random((height, width, 3)).astype(np.float32)
-    smooth = cv2.GaussianBlur(noise, (0, 0), sigma)
-    lo, hi = smooth.min(), smooth.max()
-    return ((smooth - lo) / (hi - lo) * 255).astype(np.uint8)
+SIGMA = 1.0  # texture smoothing: sharp enough (Laplacian variance ~ 700) to pass the paper's blur threshold of 200
 
 
-def write_frames(path: str | Path, frames: np.ndarray, fps: float = 24.0, crf: int = 12) -> Path:
-    """uint8 frames (T, H, W, 3) RGB -> H.264 mp4 at `path` (moov at the front: `+faststart`)."""
-    path = Path(path)
-    _, h, w, _ = frames.shape
-    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "g": "12"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+def texture(height: int, width: int, seed: int = 0, sigma: float = SIGMA) -> np.ndarray:
+    return synthetic.texture(height, width, seed, sigma)
 
 
 def moving_frames(
     n_frames: int, height: int, width: int, speed: tuple[float, float] = (2.0, 0.0), seed: int = 0
 ) -> np.ndarray:
-    """Frames (T, H, W, 3) of a texture moving `speed` = (dx, dy) px/frame (sub-pixel speeds interpolate)."""
-    dx, dy = speed
-    pad_x, pad_y = int(np.ceil(abs(dx) * n_frames)) + 2, int(np.ceil(abs(dy) * n_frames)) + 2
-    canvas = texture(height + pad_y, width + pad_x, seed)
-    frames = []
-    for i in range(n_frames):
-        ox = i * dx if dx >= 0 else pad_x - 2 + i * dx
-        oy = i * dy if dy >= 0 else pad_y - 2 + i * dy
-        shift = np.float32([[1, 0, -ox], [0, 1, -oy]])
-        frames.append(cv2.warpAffine(canvas, shift, (width, height), flags=cv2.INTER_LINEAR))
-    return np.stack(frames)
+    return synthetic.moving_frames(n_frames, height, width, speed, seed, sigma=SIGMA)
 
 
 def write_moving_pattern(
@@ -68,7 +39,7 @@ def write_moving_pattern(
     seed: int = 0,
 ) -> Path:
     """mp4 of a texture moving at `speed` = (dx, dy) px/frame; size = (H, W). Motion truth: hypot(dx, dy)."""
-    return write_frames(path, moving_frames(n_frames, *size, speed=speed, seed=seed), fps)
+    return synthetic.write_video(path, moving_frames(n_frames, *size, speed=speed, seed=seed), fps)
 
 
 _TINTS = [(255, 40, 40), (40, 255, 40), (40, 40, 255), (255, 255, 40), (255, 40, 255), (40, 255, 255)]
@@ -89,7 +60,7 @@ def write_cuts_video(
         frames = moving_frames(end - start, *size, speed=speed, seed=100 + k)
         tint = np.array(_TINTS[k % len(_TINTS)], np.float32)
         shots.append((0.7 * frames + 0.3 * tint).astype(np.uint8))
-    return write_frames(path, np.concatenate(shots), fps)
+    return synthetic.write_video(path, np.concatenate(shots), fps)
 
 
 def write_blurred_copy(src: str | Path, dst: str | Path, sigma: float = 4.0) -> Path:
@@ -98,7 +69,7 @@ def write_blurred_copy(src: str | Path, dst: str | Path, sigma: float = 4.0) -> 
         fps = float(container.streams.video[0].average_rate)
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     blurred = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in frames])
-    return write_frames(dst, blurred, fps)
+    return synthetic.write_video(dst, blurred, fps)
 
 
 def write_image(path: str | Path, size: tuple[int, int] = (96, 128), seed: int = 0) -> Path:

@@ -9,12 +9,15 @@ as Ray Data operators.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from pipeline import schema
+from pipeline.ops import media
 
 _SOURCE_FIELDS = [
     pa.field("caption_uri", pa.string()),
@@ -112,6 +115,18 @@ def reject(row: dict[str, Any], reason: str, error: str | None = None) -> None:
     row["passed"] = False
     if error:
         row["error"] = error if not row.get("error") else f"{row['error']}; {error}"
+
+
+@contextmanager
+def rejecting_on_error(rows: dict[str, Any] | list[dict[str, Any]], reason: str, stage: str) -> Iterator[None]:
+    """A failure inside the block rejects the clip row(s) with `reason` and the error text; the job goes on.
+    A `MediaError` keeps its own message; anything else is prefixed with the stage and exception type."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - a failure on one clip must not stop the job
+        text = exc.message if isinstance(exc, media.MediaError) else f"{stage}: {type(exc).__name__}: {exc}"
+        for row in rows if isinstance(rows, list) else [rows]:
+            reject(row, reason, text)
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema_: pa.Schema = WORK_SCHEMA) -> pa.Table:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.ops import blur, media
-from pipeline.stages.base import Stage, is_active, reject
+from pipeline.stages.base import Stage, is_active, rejecting_on_error
 
 
 @dataclass
@@ -25,12 +25,8 @@ class BlurStage(Stage):
         for row in rows:
             if not is_active(row):
                 continue
-            try:
+            with rejecting_on_error(row, "decode_error", self.name):
                 row["blur_score"] = blur.blur_score(self._frames(row))
-            except media.MediaError as exc:
-                reject(row, "decode_error", exc.message)
-            except Exception as exc:  # noqa: BLE001 - an unexpected failure rejects this clip, not the job
-                reject(row, "decode_error", f"blur: {type(exc).__name__}: {exc}")
         return rows
 
     def _frames(self, row: dict[str, Any]):

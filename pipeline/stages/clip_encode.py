@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.ops import media
-from pipeline.stages.base import Stage, is_active, reject
+from pipeline.stages.base import Stage, is_active, rejecting_on_error
 
 
 @dataclass
@@ -30,21 +30,15 @@ class ClipEncodeStage(Stage):
         for row in rows:
             if not is_active(row):
                 continue
-            try:
+            with rejecting_on_error(row, "decode_error", self.name):
                 frames = self._read(row)  # (T, H, W, 3)
                 if row["media_type"] == "image":
                     row["video"], row["video_format"] = schema.encode_image(frames[0]), schema.VIDEO_FORMAT_PNG
                 else:
                     row["video"] = schema.encode_video(frames, row["fps"], self.crf, self.preset)
                     row["video_format"] = schema.VIDEO_FORMAT_MP4
-            except media.MediaError as exc:
-                reject(row, "decode_error", exc.message)
-                continue
-            except Exception as exc:  # noqa: BLE001 - an unexpected failure rejects this clip, not the job
-                reject(row, "decode_error", f"clip_encode: {type(exc).__name__}: {exc}")
-                continue
-            if self.keep_frames:
-                row["frames"] = np.ascontiguousarray(frames).tobytes()
+                if self.keep_frames:
+                    row["frames"] = np.ascontiguousarray(frames).tobytes()
         return rows
 
     def _read(self, row: dict[str, Any]) -> np.ndarray:

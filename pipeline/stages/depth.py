@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import schema
-from pipeline.stages.base import Stage, is_active, reject
+from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.stages.clip_encode import row_frames
 from pipeline.weights import local_weights
 
@@ -43,13 +43,10 @@ class DepthStage(Stage):
         for row in rows:
             if not is_active(row) or row.get("frames") is None:
                 continue
-            try:
+            with rejecting_on_error(row, "model_error", self.name):
                 depth = self._predict(row_frames(row))  # (T, H, W)
-            except Exception as exc:  # noqa: BLE001 - a model failure rejects this clip, not the job
-                reject(row, "model_error", f"depth: {type(exc).__name__}: {exc}")
-                continue
-            row["depth_frames"], row["depth_min"], row["depth_max"] = schema.encode_depth(depth)
-            row["depth_model"] = self.model_name
+                row["depth_frames"], row["depth_min"], row["depth_max"] = schema.encode_depth(depth)
+                row["depth_model"] = self.model_name
         return rows
 
     def _predict(self, frames: np.ndarray) -> np.ndarray:

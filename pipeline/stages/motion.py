@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.ops import motion
-from pipeline.stages.base import Stage, is_active, reject
+from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.weights import local_weights
 
 
@@ -62,13 +62,10 @@ class MotionStage(Stage):
                 row["motion_score"], row["motion_method"] = 0.0, self.backend
                 continue
             pairs = np.frombuffer(pairs_bytes, np.uint8).reshape(shape)  # (N, 2, h, w, 3)
-            try:
+            with rejecting_on_error(row, "model_error", f"motion ({self.backend})"):
                 if self._raft is None:
                     score = motion.farneback_motion(pairs, self.pair_gap)
                 else:
                     score = self._raft(pairs, self.pair_gap)
-            except Exception as exc:  # noqa: BLE001 - a model failure rejects this clip, not the job
-                reject(row, "model_error", f"motion ({self.backend}): {type(exc).__name__}: {exc}")
-                continue
-            row["motion_score"], row["motion_method"] = score, self.backend
+                row["motion_score"], row["motion_method"] = score, self.backend
         return rows

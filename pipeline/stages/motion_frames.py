@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.ops import media, motion
-from pipeline.stages.base import Stage, is_active, reject
+from pipeline.stages.base import Stage, is_active, rejecting_on_error
 
 
 @dataclass
@@ -34,16 +34,10 @@ class MotionFramesStage(Stage):
                 continue
             size = motion.analysis_size(row["source_width"], row["source_height"], self.analysis_short_side)
             indices = sorted({i for s in starts for i in (s, s + self.pair_gap)})
-            try:
+            with rejecting_on_error(row, "decode_error", self.name):
                 path = media.local_path(row["source_uri"], self.storage_options, self.cache_dir)
                 frames = dict(zip(indices, media.read_frames(path, indices, size), strict=True))
-            except media.MediaError as exc:
-                reject(row, "decode_error", exc.message)
-                continue
-            except Exception as exc:  # noqa: BLE001 - an unexpected failure rejects this clip, not the job
-                reject(row, "decode_error", f"motion_frames: {type(exc).__name__}: {exc}")
-                continue
-            pairs = np.stack([[frames[s], frames[s + self.pair_gap]] for s in starts])  # (N, 2, h, w, 3)
-            row["motion_pairs"] = pairs.tobytes()
-            row["motion_pairs_shape"] = list(pairs.shape)
+                pairs = np.stack([[frames[s], frames[s + self.pair_gap]] for s in starts])  # (N, 2, h, w, 3)
+                row["motion_pairs"] = pairs.tobytes()
+                row["motion_pairs_shape"] = list(pairs.shape)
         return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.stages.base import Stage, is_active, reject
+from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.weights import local_weights
 
 
@@ -39,14 +39,10 @@ class TextEmbedStage(Stage):
         todo = [row for row in rows if is_active(row)]
         for start in range(0, len(todo), self.captions_per_forward):
             chunk = todo[start : start + self.captions_per_forward]
-            try:
+            with rejecting_on_error(chunk, "model_error", self.name):
                 embeddings = self.encoder.encode_trimmed([row.get("caption") or "" for row in chunk])  # (n, D) each
-            except Exception as exc:  # noqa: BLE001 - a model failure rejects these clips, not the job
-                for row in chunk:
-                    reject(row, "model_error", f"text_embed: {type(exc).__name__}: {exc}")
-                continue
-            for row, emb in zip(chunk, embeddings, strict=True):
-                row["text_emb"] = emb.numpy().astype("float16").tobytes()
-                row["text_emb_tokens"], row["text_emb_dim"] = int(emb.shape[0]), int(emb.shape[1])
-                row["text_encoder"] = self.model_name
+                for row, emb in zip(chunk, embeddings, strict=True):
+                    row["text_emb"] = emb.numpy().astype("float16").tobytes()
+                    row["text_emb_tokens"], row["text_emb_dim"] = int(emb.shape[0]), int(emb.shape[1])
+                    row["text_encoder"] = self.model_name
         return rows

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import schema
-from pipeline.stages.base import Stage, is_active, reject
+from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.stages.clip_encode import row_frames
 from pipeline.weights import local_weights
 
@@ -54,12 +54,9 @@ class VaeLatentStage(Stage):
                 continue
             frames = row_frames(row)
             frames = frames[: (len(frames) - 1) // 4 * 4 + 1]  # CogVideoX: 1 or 4k+1 frames
-            try:
+            with rejecting_on_error(row, "model_error", self.name):
                 row["vae_latents"] = [self._encode(frames, bucket) for bucket in self.buckets]
-            except Exception as exc:  # noqa: BLE001 - a model failure rejects this clip, not the job
-                reject(row, "model_error", f"vae_latents: {type(exc).__name__}: {exc}")
-                continue
-            row["vae_model"] = self.model_name
+                row["vae_model"] = self.model_name
         return rows
 
     def _encode(self, frames: np.ndarray, bucket: str) -> dict[str, Any]:

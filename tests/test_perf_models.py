@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmark.perf.roofline import STAGES, attainable_step, attention_flops, block_matmuls
@@ -49,3 +50,18 @@ def test_saved_activations_are_linear_in_tokens_and_bookkeeping_adds_up():
     assert e.states_gib * 2**30 == ZERO3_BYTES_PER_PARAM * params / 4
     assert e.activations_gib * 2**30 == cfg.num_layers * 500 * cfg.dim * 2
     assert e.total_gib == e.states_gib + e.activations_gib + e.working_gib
+
+
+def test_selective_checkpointing_estimate_sits_between_full_and_none():
+    from benchmark.perf.memory_model import estimate, fit_activation_bytes
+
+    cfg = MFM_CONFIGS["tiny"]
+    fit = fit_activation_bytes(cfg, small=16, large=64)
+    kept = fit_activation_bytes(cfg, small=16, large=64, checkpointing="selective")
+    by_mode = {mode: estimate(cfg, fit, tokens=1000, sp=2, gpus=4, checkpointing=mode,
+                              kept=kept if mode == "selective" else None) for mode in ("off", "full", "selective")}
+    assert by_mode["full"].activations_gib < by_mode["selective"].activations_gib < by_mode["off"].activations_gib
+    # selective keeps the block input plus both attention outputs (bf16, D wide each) and a little more
+    assert kept.per_token >= 3 * cfg.dim * 2
+    with pytest.raises(ValueError, match="needs `kept`"):
+        estimate(cfg, fit, tokens=1000, sp=2, gpus=4, checkpointing="selective")

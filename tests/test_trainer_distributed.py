@@ -130,12 +130,11 @@ def _sp_worker(rank: int, port: int) -> None:
     from deepspeed.utils import safe_get_full_grad
     from test_model import TINY, random_inputs, randomized
 
-    from trainer.batch import PreparedBatch
     from trainer.checkpoint import gather_state_dict
     from trainer.configs import deepspeed_config, load_config
     from trainer.ema import ShardedEma
     from trainer.parallel import init_distributed, parallelize_mfm
-    from trainer.train import per_sample_loss, train_step
+    from trainer.step import PreparedBatch, per_sample_loss, train_step
 
     dims = init_distributed(sp=2, backend="gloo")
     inp = random_inputs(TINY, 9, size=(32, 48), batch=2)  # 3 x 2 x 3 = 18 tokens: 9 per rank

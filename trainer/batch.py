@@ -15,7 +15,6 @@ storing one embedding per task would multiply the table by 16. T5 costs a few pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,19 +27,12 @@ from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
 from trainer.configs import FlowConfig
 from trainer.data import Sample
+from trainer.step import PreparedBatch
 
 
 def seed_of(*keys: int) -> int:
     """A 63-bit seed mixed from integer keys (numpy's SeedSequence)."""
     return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
-
-
-@dataclass
-class PreparedBatch:
-    inputs: dict[str, Any]  # MfM.forward keyword arguments; `x` and cond_* are lists when packed
-    target: torch.Tensor | list[torch.Tensor]  # velocity, like the model's output
-    tasks: list[str]  # task id per sample
-    tokens: list[int]  # latent tokens per sample
 
 
 class BatchBuilder:

@@ -44,7 +44,10 @@ class ModelConfig(_Section):
     # start from weights: a released MfM folder (or its transformer/), an MfM export, or a checkpoint step folder
     init_from: str | None = None
     attention_backend: Literal[tuple(ATTENTION_BACKENDS)] = "auto"  # type: ignore[valid-type]
-    gradient_checkpointing: bool = False  # recompute each block in backward
+    # recompute blocks in backward: true/"full" keeps block inputs only; "selective" also keeps attention
+    # outputs; "selective_matmul" also keeps Linear outputs (recomputes only elementwise ops); false/"off"
+    gradient_checkpointing: bool | Literal["off", "full", "selective", "selective_matmul"] = False
+    compile: bool = False  # torch.compile each block (after checkpointing, before ZeRO-3)
 
 
 class FrozenConfig(_Section):

@@ -1,5 +1,6 @@
-"""Process groups and `parallelize_mfm`: activation checkpointing, Ulysses sequence parallelism, then ZeRO-3,
-applied to a single-device `MfM` from outside, in that order, each step logged (torchtitan's way).
+"""Process groups and `parallelize_mfm`: activation checkpointing, torch.compile per block, Ulysses sequence
+parallelism, then ZeRO-3, applied to a single-device `MfM` from outside, in that order, each step logged
+(torchtitan's way).
 
 Ulysses (DeepSpeed's `DistributedAttention`): every rank of a sequence-parallel (SP) group holds the same
 sample and N/sp of its tokens. Before each self-attention an all-to-all trades the token split for a head
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from model.mfm import CoreAttention, MfM, TokenSharding
+from model.mfm import CoreAttention, MfM, MfMBlock, TokenSharding
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +170,45 @@ def apply_ulysses(model: MfM, group: Any) -> None:
         block.self_attn.core_attention = UlyssesAttention(block.self_attn.core_attention, group)
 
 
-def parallelize_mfm(model: MfM, dims: ParallelDims, ds_config: dict[str, Any], gradient_checkpointing: bool):
-    """Activation checkpointing, then Ulysses (sp > 1), then ZeRO-3 via `deepspeed.initialize`; returns the
-    DeepSpeed engine. The order is fixed: checkpointing wraps whole blocks, Ulysses swaps modules inside
-    them, and ZeRO-3 partitions the parameters of the finished module tree."""
+def apply_compile(model: MfM) -> None:
+    """torch.compile every block's forward in place, so each block, with its checkpointing, is one graph;
+    module hooks (ZeRO-3's gathers) run eagerly around it, parameter names stay, and the embedders and the
+    final layer stay eager."""
+    for block in model.blocks:
+        block.forward = torch.compile(block.forward)
+
+
+def make_blocks_zero3_leaves(model: MfM) -> None:
+    """Let ZeRO-3 gather a block's parameters at the block, not at each Linear: its per-module hooks are
+    `torch.compiler.disable`d, so hooks inside a compiled block would break its graph at every Linear."""
+    from deepspeed.utils import set_z3_leaf_modules
+
+    set_z3_leaf_modules(model, [MfMBlock])
+
+
+def parallelize_mfm(
+    model: MfM,
+    dims: ParallelDims,
+    ds_config: dict[str, Any],
+    gradient_checkpointing: bool | str,
+    compile: bool = False,
+):
+    """Activation checkpointing (a mode of `MfM.enable_gradient_checkpointing`: False/"off", True/"full",
+    "selective", "selective_matmul"), then torch.compile per block, then Ulysses (sp > 1), then ZeRO-3 via
+    `deepspeed.initialize`; returns the DeepSpeed engine. The order is fixed: checkpointing sits inside each
+    block's forward, compile takes the block with its checkpointing, Ulysses swaps modules inside the blocks
+    (before the first call, so the compiled graph sees them), and ZeRO-3 partitions the finished module tree."""
     import deepspeed
 
-    if gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-        log.info("parallelize 1/3: activation checkpointing on %d blocks", len(model.blocks))
+    model.enable_gradient_checkpointing(gradient_checkpointing)
+    log.info("parallelize 1/4: activation checkpointing %s on %d blocks", model.gradient_checkpointing,
+             len(model.blocks))  # fmt: skip
+    if compile:
+        make_blocks_zero3_leaves(model)
+        apply_compile(model)
+        log.info("parallelize 2/4: torch.compile on each of %d blocks", len(model.blocks))
     else:
-        log.info("parallelize 1/3: activation checkpointing off")
+        log.info("parallelize 2/4: torch.compile off")
     mpu = None
     if dims.sp > 1:
         from deepspeed.runtime.sequence_parallel import parallel_state_sp as mpu
@@ -188,13 +217,13 @@ def parallelize_mfm(model: MfM, dims: ParallelDims, ds_config: dict[str, Any], g
         if heads % dims.sp:
             raise ValueError(f"sequence-parallel size {dims.sp} must divide the {heads} attention heads")
         apply_ulysses(model, dims.sp_group)
-        log.info("parallelize 2/3: Ulysses sp=%d on %d self-attentions (%d heads per rank)",
+        log.info("parallelize 3/4: Ulysses sp=%d on %d self-attentions (%d heads per rank)",
                  dims.sp, len(model.blocks), heads // dims.sp)  # fmt: skip
     else:
-        log.info("parallelize 2/3: Ulysses off (sp=1)")
+        log.info("parallelize 3/4: Ulysses off (sp=1)")
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config, mpu=mpu
     )
-    log.info("parallelize 3/3: ZeRO-3 over %d ranks (dp=%d x sp=%d), bf16=%s",
+    log.info("parallelize 4/4: ZeRO-3 over %d ranks (dp=%d x sp=%d), bf16=%s",
              dims.world, dims.dp, dims.sp, ds_config["bf16"]["enabled"])  # fmt: skip
     return engine

@@ -19,25 +19,24 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 import yaml
 
-from model.flow import flow_matching_loss
 from model.mfm import MFM_CONFIGS, MfM
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
 from trainer import checkpoint
-from trainer.batch import BatchBuilder, PreparedBatch
+from trainer.batch import BatchBuilder
 from trainer.configs import ConfigError, TrainConfig, deepspeed_config, load_config, parse_overrides, sample_tokens
 from trainer.data import Batcher, ClipStream, SampleSpec, StreamState, TrainLoader, open_clips, trainable_offsets
 from trainer.ema import ShardedEma
 from trainer.metrics import Metrics, peak_flops
 from trainer.parallel import ParallelDims, init_distributed, parallelize_mfm
+from trainer.step import train_step
 
 log = logging.getLogger("trainer")
 
@@ -77,37 +76,6 @@ def build_model(size: str, attention_backend: str, init_from: str | None, seed: 
     if model.config != want:
         raise ValueError(f"--init-from {path}: {model.config} is not model.size={size!r} ({want})")
     return model
-
-
-def per_sample_loss(pred: Any, target: Any) -> torch.Tensor:
-    """(B,) flow-matching losses; packed outputs are lists of per-sample tensors."""
-    if isinstance(pred, list):
-        return torch.cat([flow_matching_loss(p[None], t[None]) for p, t in zip(pred, target)])
-    return flow_matching_loss(pred, target)
-
-
-@dataclass
-class StepResult:
-    losses: torch.Tensor  # (B,) per-sample loss, detached
-    skipped: bool  # non-finite loss on some rank: no backward, no update anywhere
-    grad_norm: float | None
-
-
-def train_step(engine: Any, batch: PreparedBatch) -> StepResult:
-    """Forward, loss, and (when the loss is finite on every rank) backward and optimizer step.
-
-    The finiteness check is all-reduced so that every rank skips together: ZeRO-3's collectives in
-    backward and step must be entered by all ranks or none."""
-    losses = per_sample_loss(engine(**batch.inputs), batch.target)
-    loss = losses.mean()
-    finite = torch.isfinite(loss.detach()).float().reshape(1)
-    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if not finite.item():
-        return StepResult(losses.detach(), True, None)
-    engine.backward(loss)
-    engine.step()
-    norm = engine.get_global_grad_norm()
-    return StepResult(losses.detach(), False, None if norm is None else float(norm))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +145,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
     model = build_model(cfg.model.size, cfg.model.attention_backend, init_from, cfg.seed)
     flops_of = model.forward_flops
     n_params = sum(p.numel() for p in model.parameters())
-    engine = parallelize_mfm(model, dims, ds_config, cfg.model.gradient_checkpointing)
+    engine = parallelize_mfm(model, dims, ds_config, cfg.model.gradient_checkpointing, cfg.model.compile)
     ema = ShardedEma(engine.module, cfg.ema.decay) if cfg.ema.enabled else None
     step, counters = 0, {"nonfinite_steps": 0}
     if ckpt:

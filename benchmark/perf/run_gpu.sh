@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole GPU measurement in one command, unattended, on a fresh device machine (Python 3.12, torch
+# preinstalled; DeepSpeed and the rest come as wheels that build_gpu_wheels.sh puts in benchmark/perf/wheels/,
+# carried with the call): installs them into /tmp/site, then times the roofline (attainable step) and the real
+# 2b train step, eager / compiled / final, at 128px and 360px at full depth (28 layers) and at 720p with
+# LAYERS_720 layers (28 do not finish in the time), appends everything to benchmark/perf/RESULTS.md with the
+# device, date, commands and versions, and copies RESULTS.md to $OUT. Each command has its own time limit, so
+# the whole run stays under 10 minutes and every stage that finished is already appended.
+#
+#     bash benchmark/perf/run_gpu.sh [--dry-run]     # --dry-run: print the commands, run nothing
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+WHEELS=benchmark/perf/wheels
+RESULTS=benchmark/perf/RESULTS.md
+LAYERS_720=8
+DRY=0
+[[ "${1:-}" == "--dry-run" ]] && DRY=1
+
+run() {
+  echo "+ $*" >&2
+  (( DRY )) && return 0
+  "$@" || echo "run_gpu.sh: exit $? from: $*"
+}
+
+run python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  "$WHEELS"/*.whl
+export PYTHONPATH="/tmp/site:$PWD"
+# preflight: everything the benchmark imports is there; the versions head this run's section of RESULTS.md
+run python3 -c "import deepspeed, torch; from benchmark.perf import train_step; \
+print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'cuDNN', torch.backends.cudnn.version(), \
+'deepspeed', deepspeed.__version__, 'on', torch.cuda.get_device_name())" > /tmp/versions.txt
+if (( ! DRY )); then
+  if ! grep -q deepspeed /tmp/versions.txt; then
+    echo "run_gpu.sh: the benchmark does not import here (see above); nothing measured" >&2
+    exit 1
+  fi
+  printf '\n## run_gpu.sh, %s\n%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(cat /tmp/versions.txt)" >> "$RESULTS"
+fi
+run timeout 320 python3 benchmark/perf/train_step.py --size 2b --stages 128px 360px --roofline --warmup 2 \
+  --steps 3 --append
+run timeout 180 python3 benchmark/perf/train_step.py --size 2b --stages 720px --layers "$LAYERS_720" --roofline \
+  --warmup 1 --steps 2 --append
+if (( ! DRY )) && [[ -n "${OUT:-}" ]]; then
+  cp "$RESULTS" "$OUT/RESULTS.md"
+fi

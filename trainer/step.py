@@ -1,0 +1,54 @@
+"""One optimizer step of the DeepSpeed engine on a prepared batch, and the batch it takes.
+
+Kept apart from the data path (no Lance import), so `benchmark/perf/train_step.py` can time the real step on a
+machine that has only torch and DeepSpeed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from model.flow import flow_matching_loss
+
+
+@dataclass
+class PreparedBatch:
+    inputs: dict[str, Any]  # MfM.forward keyword arguments; `x` and cond_* are lists when packed
+    target: torch.Tensor | list[torch.Tensor]  # velocity, like the model's output
+    tasks: list[str]  # task id per sample
+    tokens: list[int]  # latent tokens per sample
+
+
+def per_sample_loss(pred: Any, target: Any) -> torch.Tensor:
+    """(B,) flow-matching losses; packed outputs are lists of per-sample tensors."""
+    if isinstance(pred, list):
+        return torch.cat([flow_matching_loss(p[None], t[None]) for p, t in zip(pred, target)])
+    return flow_matching_loss(pred, target)
+
+
+@dataclass
+class StepResult:
+    losses: torch.Tensor  # (B,) per-sample loss, detached
+    skipped: bool  # non-finite loss on some rank: no backward, no update anywhere
+    grad_norm: float | None
+
+
+def train_step(engine: Any, batch: PreparedBatch) -> StepResult:
+    """Forward, loss, and (when the loss is finite on every rank) backward and optimizer step.
+
+    The finiteness check is all-reduced so that every rank skips together: ZeRO-3's collectives in
+    backward and step must be entered by all ranks or none."""
+    losses = per_sample_loss(engine(**batch.inputs), batch.target)
+    loss = losses.mean()
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not finite.item():
+        return StepResult(losses.detach(), True, None)
+    engine.backward(loss)
+    engine.step()
+    norm = engine.get_global_grad_norm()
+    return StepResult(losses.detach(), False, None if norm is None else float(norm))

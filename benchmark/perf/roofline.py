@@ -11,7 +11,9 @@ the peak. `train_step.py` divides this attainable time by the real step time: th
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,6 +181,7 @@ def attainable_step(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(MFM_CONFIGS), default="2b")
     parser.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=sorted(STAGES))
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.append:
         from benchmark.perf.results import append_results
 
-        append_results(args.append, lines, command="python benchmark/perf/roofline.py " + " ".join(argv or []))
+        append_results(args.append, lines, command="python benchmark/perf/roofline.py " + shlex.join(argv))
     return 0
 
 

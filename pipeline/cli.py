@@ -16,7 +16,8 @@ import sys
 
 from rich.console import Console
 
-from pipeline.config import ConfigError, CurateConfig, load_config, parse_overrides
+from mfm.config_files import ConfigError
+from pipeline.config import CurateConfig, load_config, parse_overrides
 
 
 def _curate_parser() -> argparse.ArgumentParser:

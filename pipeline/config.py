@@ -20,12 +20,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class ConfigError(ValueError):
-    """A bad config file, key or value; the message names the path and what is allowed."""
+from mfm import config_files
+from mfm.config_files import apply_overrides, read_yaml, validate
 
 
 class _Section(BaseModel):
@@ -161,57 +159,9 @@ class CurateConfig(_Section):
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> CurateConfig:
     """Read and check a YAML config (None: defaults), then apply `overrides` ({"a.b": value})."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    try:
-        return CurateConfig.model_validate(data)
-    except ValidationError as exc:
-        where = f"{path}: " if path else ""
-        raise ConfigError(where + "invalid config:\n" + "\n".join(_explain(exc))) from None
-
-
-def _explain(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            allowed = _fields_at(err["loc"][:-1])
-            lines.append(f"  {loc}: unknown key; allowed keys here: {', '.join(allowed)}")
-        elif err["loc"][:1] == ("storage",):  # may hold credentials: never echo the value
-            lines.append(f"  {loc}: {err['msg']}")
-        else:
-            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
-    return lines
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = CurateConfig
-    for key in loc:
-        annotation = model.model_fields[str(key)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
+    return validate(CurateConfig, apply_overrides(read_yaml(path), overrides), path)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """["motion.threshold=3", ...] -> {"motion.threshold": 3} (values parsed as YAML scalars)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. motion.threshold=3")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return config_files.parse_overrides(pairs, example="motion.threshold=3")

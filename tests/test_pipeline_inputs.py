@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mfm.config_files import ConfigError
 from pipeline import cli, schema
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
 from pipeline.inputs import InputError, list_sources
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from mfm.config_files import ConfigError
 from trainer import train
-from trainer.configs import PRESETS, ConfigError, deepspeed_config, load_config, sample_tokens
+from trainer.configs import PRESETS, deepspeed_config, load_config, sample_tokens
 
 REQUIRED = {"data.table": "clips.lance", "frozen.root": "models"}
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mfm.config_files import ConfigError, apply_overrides, read_yaml, validate
 from model.math import ATTENTION_BACKENDS
 from model.mfm import MFM_CONFIGS
 
@@ -31,8 +31,6 @@ SIZE_MULTIPLE = 16  # H and W: VAE 8x times patch 2
 TOKEN_STRIDE = (4, 16, 16)  # pixels per latent token in (T, H, W): VAE 4x / 8x, patch 2
 
 
-class ConfigError(ValueError):
-    """A bad config file, key or value; the message names the dotted path and what is allowed."""
 
 
 class _Section(BaseModel):
@@ -301,43 +299,12 @@ def load_config(
 ) -> TrainConfig:
     """The run's config: `preset` (or the YAML's `preset:` key, else "tiny"), then the YAML file, then
     `overrides` ({"a.b": value}). Raises ConfigError naming every bad key or value."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {dotted}: {key!r} is a value, not a section")
-            node = child
-        node[leaf] = value
+    data = apply_overrides(read_yaml(path), overrides)
     name = preset or data.get("preset") or "tiny"
     if name not in PRESETS:
         raise ConfigError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
     merged = _merge(PRESETS[name](), data) | {"preset": name}
-    try:
-        return TrainConfig.model_validate(merged)
-    except ValidationError as exc:
-        where = f"{path}: " if path else ""
-        raise ConfigError(where + "invalid config:\n" + "\n".join(_explain(exc))) from None
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """["optim.lr=3e-4", ...] -> {"optim.lr": 0.0003} (values parsed as YAML scalars)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. optim.lr=3e-4")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return validate(TrainConfig, merged, path)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -346,33 +313,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for key, value in over.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
-
-
-def _explain(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "missing":
-            lines.append(f"  {loc}: required")
-        elif err["type"] == "extra_forbidden":
-            lines.append(f"  {loc}: unknown key; allowed keys here: {', '.join(_fields_at(err['loc'][:-1]))}")
-        elif err["loc"][-1:] == ("storage_options",) or "storage_options" in err["loc"]:
-            lines.append(f"  {loc}: {err['msg']}")  # may hold credentials: never echo the value
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            got = "" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r:.200})"
-            lines.append(f"  {loc or 'config'}: {msg}{got}")
-    return lines
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = TrainConfig
-    for key in loc:
-        annotation = model.model_fields[str(key)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -26,12 +26,13 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from mfm.config_files import ConfigError, parse_overrides
 from model.mfm import MFM_CONFIGS, MfM
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
 from trainer import checkpoint
 from trainer.batch import BatchBuilder
-from trainer.configs import ConfigError, TrainConfig, deepspeed_config, load_config, parse_overrides, sample_tokens
+from trainer.configs import TrainConfig, deepspeed_config, load_config, sample_tokens
 from trainer.data import Batcher, ClipStream, SampleSpec, StreamState, TrainLoader, open_clips, trainable_offsets
 from trainer.ema import ShardedEma
 from trainer.metrics import Metrics, peak_flops

@@ -65,3 +65,11 @@ def test_selective_checkpointing_estimate_sits_between_full_and_none():
     assert kept.per_token >= 3 * cfg.dim * 2
     with pytest.raises(ValueError, match="needs `kept`"):
         estimate(cfg, fit, tokens=1000, sp=2, gpus=4, checkpointing="selective")
+
+
+def test_loader_benchmark_runs_the_trainer_stream_on_a_small_table(capsys):
+    from benchmark.perf.loader_throughput import main
+
+    assert main(["--stages", "128px", "--samples", "1", "--clips", "1", "--source-size", "64", "112"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "samples/s per core" in line and "cores per GPU" in line

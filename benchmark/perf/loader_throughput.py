@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import lance
-import numpy as np
 import pyarrow as pa
 import torch
 
@@ -92,8 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", action="store_true", help="append the lines to benchmark/perf/RESULTS.md")
     args = p.parse_args(argv)
     assert all(f"2b_{s}" in PRESETS for s in args.stages)
-    torch.set_num_threads(1)
-    np.random.seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per core
+    try:
+        lines = measure(args)
+    finally:
+        torch.set_num_threads(threads)
+    if args.append:
+        from benchmark.perf.results import append_results
+
+        append_results(None, lines, command="python benchmark/perf/loader_throughput.py " + shlex.join(argv))
+    return 0
+
+
+def measure(args: argparse.Namespace) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         table = write_clips_table(Path(tmp), args.clips, 97, tuple(args.source_size))
         lines = []
@@ -104,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"one H100 at {args.mfu:.0%} MFU (estimate) takes {gpu:.2f} samples/s -> {gpu / rate:.1f} cores per GPU"
             )
             print(lines[-1], flush=True)
-    if args.append:
-        from benchmark.perf.results import append_results
-
-        append_results(None, lines, command="python benchmark/perf/loader_throughput.py " + shlex.join(argv))
-    return 0
+    return lines
 
 
 if __name__ == "__main__":

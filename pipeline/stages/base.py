@@ -75,6 +75,8 @@ class Stage:
     resources: Resources = field(default_factory=Resources)
     batch_size: int = 4
     actors: int = 0  # 0: stateless Ray tasks; n >= 1: a pool of n actors, each calling setup() once
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # fsspec/Lance; may hold credentials
+    cache_dir: str = "/tmp/mfm-curate-cache"  # node-local copies of remote sources and weights
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.ops import blur, media
@@ -18,8 +18,6 @@ class BlurStage(Stage):
     writes = ("blur_score",)
 
     n_frames: int = 5
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,6 @@ class ClipEncodeStage(Stage):
     crf: int = 18
     preset: str = "veryfast"
     keep_frames: bool = False
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,8 +27,6 @@ class DepthStage(Stage):
     model_path: str = ""
     model_name: str = "depth-anything-v2"
     frames_per_forward: int = 16
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def setup(self) -> None:
         import torch

@@ -6,7 +6,7 @@ Farneback runs as CPU tasks. Both give the mean flow magnitude in px/frame at th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,6 @@ class MotionStage(Stage):
     raft_weights: str | None = None
     flow_updates: int = 12
     pair_gap: int = 1
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def __post_init__(self) -> None:
         if self.backend != "farneback" and self.backend not in motion.RAFT_VARIANTS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,8 +22,6 @@ class MotionFramesStage(Stage):
     n_pairs: int = 8
     pair_gap: int = 1
     analysis_short_side: int = 256
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.ops import media
@@ -18,8 +18,6 @@ class ProbeStage(Stage):
     writes = ("src_status", "src_error_kind", "src_error", "src_size_bytes", "src_container", "src_codec",
               "src_fps", "src_n_frames", "src_width", "src_height", "src_duration_s", "caption")  # fmt: skip
 
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [self._probe(row) for row in rows]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline import schema
@@ -35,8 +35,6 @@ class ShotSplitStage(Stage):
     scan_long_side: int = 96
     max_side: int = 1280
     reject_short: bool = True
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [out for row in rows for out in self._split(row)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.stages.base import Stage, is_active, rejecting_on_error
@@ -23,8 +23,6 @@ class TextEmbedStage(Stage):
     model_path: str = ""
     model_name: str = "t5"
     captions_per_forward: int = 16
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def setup(self) -> None:
         import torch

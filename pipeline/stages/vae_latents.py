@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,8 +36,6 @@ class VaeLatentStage(Stage):
     model_path: str = ""
     model_name: str = "cogvideox-vae"
     buckets: tuple[str, ...] = ("480x848",)
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    cache_dir: str = "/tmp/mfm-curate-cache"
 
     def setup(self) -> None:
         import torch

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -37,7 +37,6 @@ class WriteStage(Stage):
 
     clips_uri: str = ""
     config_hash: str = ""
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import lance

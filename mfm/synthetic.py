@@ -12,6 +12,8 @@ import av
 import cv2
 import numpy as np
 
+from pipeline.schema import x264_options
+
 
 def texture(height: int, width: int, seed: int = 0, sigma: float = 2.0) -> np.ndarray:
     """A smooth random RGB texture (H, W, 3) uint8 stretched to full contrast (sharp for a blur filter,
@@ -53,7 +55,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 24.0, crf: in
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "g": "12"}
+        stream.options = x264_options(crf, "veryfast", g="12")
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)

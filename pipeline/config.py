@@ -9,6 +9,7 @@ clip: {min_frames: 97, max_frames: 97, max_side: 1280}
 blur: {threshold: 200}
 motion: {method: auto, raft_weights: /models/raft_large.pth, threshold: 5}
 depth: {model: /models/depth-anything-v2-small}
+proxies: {stages: [128x224, 352x640]}
 text: {model: /models/t5-v1_1-xxl}
 ```
 """
@@ -24,6 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mfm import config_files
 from mfm.config_files import apply_overrides, read_yaml, validate
+from pipeline.buckets import DEFAULT_ASPECT_RATIOS, SIZE_MULTIPLE
+
+
+def _bucket_size(text: str) -> tuple[int, int]:
+    """"HxW" with H and W multiples of 16 -> (H, W); ValueError naming the text otherwise."""
+    h, _, w = text.partition("x")
+    if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0 and int(h) % 16 == 0 and int(w) % 16 == 0):
+        raise ValueError(f"size {text!r} is not 'HxW' with H and W positive multiples of {SIZE_MULTIPLE}")
+    return int(h), int(w)
 
 
 class _Section(BaseModel):
@@ -71,6 +81,27 @@ class ClipConfig(_Section):
 class BlurConfig(_Section):
     threshold: float = Field(200.0, ge=0)  # reject when the mean Laplacian variance is below
     n_frames: int = Field(5, ge=1)  # frames sampled per clip
+
+
+class ProxyConfig(_Section):
+    # Training stage sizes "HxW" to store proxies for: each clip again at the size that covers its nearest
+    # aspect-ratio bucket of the stage (the trainer's buckets: the stage's area at `aspect_ratios`), so a
+    # low-resolution stage decodes small media and only crops. []: no proxies.
+    stages: list[str] = Field(default_factory=lambda: ["128x224", "352x640"])
+    aspect_ratios: list[float] = Field(default_factory=lambda: list(DEFAULT_ASPECT_RATIOS), min_length=1)
+    crf: int = Field(18, ge=0, le=51)
+
+    @model_validator(mode="after")
+    def _stages(self) -> ProxyConfig:
+        for stage in self.stages:
+            _bucket_size(stage)
+        if any(r <= 0 for r in self.aspect_ratios):
+            raise ValueError(f"aspect_ratios {self.aspect_ratios}: every ratio (width / height) must be > 0")
+        return self
+
+    @property
+    def sizes(self) -> tuple[tuple[int, int], ...]:
+        return tuple(_bucket_size(stage) for stage in self.stages)
 
 
 class ModelStageConfig(_Section):
@@ -123,9 +154,7 @@ class VaeConfig(ModelStageConfig):
     @model_validator(mode="after")
     def _buckets(self) -> VaeConfig:
         for bucket in self.buckets:
-            h, _, w = bucket.partition("x")
-            if not (h.isdigit() and w.isdigit() and int(h) % 16 == 0 and int(w) % 16 == 0):
-                raise ValueError(f"bucket {bucket!r} is not 'HxW' with H and W multiples of 16")
+            _bucket_size(bucket)
         return self
 
 
@@ -147,6 +176,7 @@ class CurateConfig(_Section):
     blur: BlurConfig = Field(default_factory=BlurConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
     depth: DepthConfig = Field(default_factory=DepthConfig)
+    proxies: ProxyConfig = Field(default_factory=ProxyConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     vae: VaeConfig = Field(default_factory=VaeConfig)
     run: RunConfig = Field(default_factory=RunConfig)

@@ -2,7 +2,8 @@
 
 Both tables are Lance datasets written with data storage version ``LANCE_STORAGE_VERSION`` and carry
 ``{SCHEMA_VERSION_KEY: SCHEMA_VERSION, TABLE_KEY: <name>}`` in their schema metadata; readers call
-`check_schema` before trusting the columns. Changes are additive and bump `SCHEMA_VERSION`.
+`check_schema` before trusting the columns. Changes are additive and bump `SCHEMA_VERSION`; readers
+accept older versions (a column added later is then absent: `COLUMNS_SINCE`), writers only the current.
 
 `clips`: one row per clip or image (an image is a 1-frame clip). Rejected clips stay in the table with
 `passed = False` and a `reject_reason`, and carry no media.
@@ -40,6 +41,13 @@ Both tables are Lance datasets written with data storage version ``LANCE_STORAGE
 | text_encoder | string? | name of the text encoder |
 | vae_latents | list<struct>? | optional, per resolution bucket: {bucket "HxW", shape [C,t,h,w], data float16} |
 | vae_model | string? | name of the VAE that made vae_latents |
+| proxies | list<struct>? | since version 2: smaller copies for low-resolution stages, smallest first (`PROXY_STRUCT`) |
+
+A `proxies` entry is {height, width, video, depth, depth_min, depth_max}: the same frames as `video` scaled to
+cover the clip's aspect-ratio bucket of a training stage (`pipeline.buckets.cover_size`: sides even, rounded
+up), so the trainer only crops; `depth` is the depth scaled alike, per-frame quantised like `depth_frames` but
+stored as one compressed (T, height, width) stack (`decode_depth_stack`: 5x faster to decode than PNGs), null
+without depth.
 | config_hash | string | sha256 prefix of the curation config that wrote the row |
 | created_at | timestamp[ms, UTC] | when the row was written |
 
@@ -68,6 +76,7 @@ rerun reads); failures are rows too, never fatal and never silently dropped.
 
 from __future__ import annotations
 
+import functools
 import io
 import uuid
 from fractions import Fraction
@@ -76,7 +85,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+COLUMNS_SINCE = {"proxies": "2"}  # columns added after version 1 -> the version that added them
 SCHEMA_VERSION_KEY = "mfm.schema_version"
 TABLE_KEY = "mfm.table"
 # 2.1 keeps `lance-encoding:blob` large_binary columns visible as blobs to lance.torch.data.LanceDataset.
@@ -101,6 +111,18 @@ LATENT_STRUCT = pa.struct(
         pa.field("bucket", pa.string()),
         pa.field("shape", pa.list_(pa.int32())),
         pa.field("data", pa.large_binary()),
+    ]
+)
+
+
+PROXY_STRUCT = pa.struct(
+    [
+        pa.field("height", pa.int32()),
+        pa.field("width", pa.int32()),
+        pa.field("video", pa.large_binary()),
+        pa.field("depth", pa.large_binary()),
+        pa.field("depth_min", pa.list_(pa.float32())),
+        pa.field("depth_max", pa.list_(pa.float32())),
     ]
 )
 
@@ -146,6 +168,7 @@ CLIPS_SCHEMA = pa.schema(
         pa.field("text_encoder", pa.string()),
         pa.field("vae_latents", pa.list_(LATENT_STRUCT)),
         pa.field("vae_model", pa.string()),
+        pa.field("proxies", pa.list_(PROXY_STRUCT)),
         pa.field("config_hash", pa.string()),
         pa.field("created_at", _TIMESTAMP),
     ],
@@ -199,22 +222,53 @@ def clip_id(source_uri: str, frame_start: int, frame_end: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{source_uri}#{int(frame_start)}:{int(frame_end)}"))
 
 
-def check_schema(schema: pa.Schema, table: str) -> None:
-    """Raise ValueError unless `schema` is our `table` at SCHEMA_VERSION with every contract column."""
+def check_schema(schema: pa.Schema, table: str, writing: bool = False) -> str:
+    """The schema version of our `table` with every contract column of that version; raise ValueError when not.
+    Readers accept versions 1..SCHEMA_VERSION, `writing` only SCHEMA_VERSION (fragments are written with it)."""
     meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-    if meta.get(TABLE_KEY) != table or meta.get(SCHEMA_VERSION_KEY) != SCHEMA_VERSION:
+    version = meta.get(SCHEMA_VERSION_KEY, "")
+    known = [str(v) for v in range(1, int(SCHEMA_VERSION) + 1)]
+    if meta.get(TABLE_KEY) != table or version not in known:
         raise ValueError(
-            f"not an MfM {table!r} table at schema version {SCHEMA_VERSION}: metadata "
-            f"{TABLE_KEY}={meta.get(TABLE_KEY)!r}, {SCHEMA_VERSION_KEY}={meta.get(SCHEMA_VERSION_KEY)!r}"
+            f"not an MfM {table!r} table at schema version {', '.join(known)}: metadata "
+            f"{TABLE_KEY}={meta.get(TABLE_KEY)!r}, {SCHEMA_VERSION_KEY}={version or None!r}"
         )
-    missing = [name for name in SCHEMAS[table].names if name not in schema.names]
+    if writing and version != SCHEMA_VERSION:
+        raise ValueError(
+            f"{table!r} table is at schema version {version}; this version of curation writes {SCHEMA_VERSION} "
+            f"(adds {[c for c, v in COLUMNS_SINCE.items() if int(v) > int(version)]}): write to a new output"
+        )
+    expected = [n for n in SCHEMAS[table].names if int(COLUMNS_SINCE.get(n, "1")) <= int(version)]
+    missing = [name for name in expected if name not in schema.names]
     if missing:
         raise ValueError(f"{table!r} table lacks columns {missing}")
+    return version
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Stored media: video / image
 # ---------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            text = cpuinfo.read()
+    except OSError:  # not Linux: nothing known, x264 detects for itself
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def x264_options(crf: int, preset: str, **more: str) -> dict[str, str]:
+    """libx264 options: one thread (a curation task holds the cores it declares) and, where the CPU has AVX-512,
+    x264's AVX2 code instead: its AVX-512 paths gave different bytes for the same frames from one encode to the
+    next on this project's AMD EPYC machines (caught by the reproducibility tests); AVX2 repeats exactly."""
+    options = {"crf": str(crf), "preset": preset, "threads": "1", **more}
+    if "avx512bw" in _cpu_flags() and "avx2" in _cpu_flags():
+        options["x264-params"] = "asm=avx2"
+    return options
 
 
 def encode_video(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast") -> bytes:
@@ -228,7 +282,7 @@ def encode_video(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "v
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = x264_options(crf, preset)
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
@@ -247,18 +301,34 @@ def encode_image(frame: np.ndarray) -> bytes:
     return png.tobytes()
 
 
-def decode_video(data: bytes) -> np.ndarray:
-    """Stored media bytes (mp4 or PNG) -> uint8 frames (T, H, W, 3) RGB; an image gives T == 1."""
+def decode_video(data: bytes, indices: list[int] | None = None) -> np.ndarray:
+    """Stored media bytes (mp4 or PNG) -> uint8 frames (T, H, W, 3) RGB; an image gives T == 1.
+    `indices`: only those frames, in that order (decoding stops after the last one; only they become RGB)."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         import cv2
 
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        return bgr[None, ..., ::-1].copy()  # (1, H, W, 3)
+        frames = bgr[None, ..., ::-1]  # (1, H, W, 3)
+        return (frames if indices is None else frames[indices]).copy()
     import av
 
+    wanted = None if indices is None else set(indices)
+    last = -1 if indices is None else max(indices)
+    picked: dict[int, np.ndarray] = {}
+    count = 0
     with av.open(io.BytesIO(data)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    return np.stack(frames)  # (T, H, W, 3)
+        for i, frame in enumerate(container.decode(video=0)):
+            count = i + 1
+            if wanted is None or i in wanted:
+                picked[i] = frame.to_ndarray(format="rgb24")
+            if i == last:
+                break
+    if indices is None:
+        return np.stack([picked[i] for i in sorted(picked)])  # (T, H, W, 3)
+    missing = sorted(wanted - picked.keys())
+    if missing:
+        raise ValueError(f"frames {missing[:4]} asked for, but the video has {count} frames")
+    return np.stack([picked[i] for i in indices])  # (len(indices), H, W, 3)
 
 
 def frames_to_tensor(frames: np.ndarray) -> Any:
@@ -274,15 +344,20 @@ def frames_to_tensor(frames: np.ndarray) -> Any:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _quantise_depth(frame: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """One raw depth frame (H, W) float32 -> (uint16 linear between its min and max, min, max)."""
+    lo, hi = float(frame.min()), float(frame.max())
+    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
+    return np.round((frame - lo) * scale).astype(np.uint16), lo, hi
+
+
 def encode_depth(depth: np.ndarray) -> tuple[list[bytes], list[float], list[float]]:
     """Raw depth (T, H, W) float -> (16-bit PNG per frame, per-frame min, per-frame max)."""
     import cv2
 
     pngs, lows, highs = [], [], []
     for frame in np.asarray(depth, dtype=np.float32):
-        lo, hi = float(frame.min()), float(frame.max())
-        scale = 65535.0 / (hi - lo) if hi > lo else 0.0
-        q = np.round((frame - lo) * scale).astype(np.uint16)
+        q, lo, hi = _quantise_depth(frame)
         ok, png = cv2.imencode(".png", q, [cv2.IMWRITE_PNG_COMPRESSION, 6])
         if not ok:
             raise ValueError("depth PNG encoding failed")
@@ -301,6 +376,31 @@ def decode_depth(frames: list[bytes], depth_min: list[float], depth_max: list[fl
         q = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED).astype(np.float32)
         out.append(lo + q * ((hi - lo) / 65535.0))
     return np.stack(out)  # (T, H, W)
+
+
+def encode_depth_stack(depth: np.ndarray) -> tuple[bytes, list[float], list[float]]:
+    """Raw depth (T, H, W) -> (zstd of the quantised uint16 stack after a second-order difference along W,
+    per-frame min, per-frame max). Quantised as `encode_depth`; the difference makes smooth depth compress
+    about 3x better, and undoing it is two cumulative sums."""
+    quantised, lows, highs = zip(*(_quantise_depth(f) for f in np.asarray(depth, dtype=np.float32)), strict=True)
+    q = np.stack(quantised).astype(np.int32)  # (T, H, W) in [0, 65535]
+    residual = np.diff(np.diff(q, axis=2, prepend=0), axis=2, prepend=0).astype(np.uint16)  # mod 2^16
+    return pa.compress(residual.tobytes(), codec="zstd", asbytes=True), list(lows), list(highs)
+
+
+def decode_depth_stack(
+    data: bytes, depth_min: list[float], depth_max: list[float], height: int, width: int,
+    indices: list[int] | None = None,
+) -> np.ndarray:
+    """A proxy's `depth`, `depth_min`, `depth_max` -> raw depth (T, H, W) float32 (only `indices` when given)."""
+    t = len(depth_min)
+    raw = pa.decompress(data, t * height * width * 2, codec="zstd", asbytes=True)
+    pick = list(range(t)) if indices is None else indices
+    residual = np.frombuffer(raw, np.uint16).reshape(t, height, width)[pick]
+    q = np.cumsum(np.cumsum(residual, axis=2, dtype=np.uint16), axis=2, dtype=np.uint16)  # exact mod 2^16
+    lows, highs = np.asarray(depth_min, np.float64)[pick], np.asarray(depth_max, np.float64)[pick]
+    step = ((highs - lows) / 65535.0).astype(np.float32)  # as `decode_depth` computes it
+    return lows.astype(np.float32)[:, None, None] + q.astype(np.float32) * step[:, None, None]
 
 
 # ---------------------------------------------------------------------------------------------------------

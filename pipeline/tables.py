@@ -40,7 +40,7 @@ def open_or_create(root: str, name: str, storage_options: dict[str, Any] | None 
             empty, uri, schema=schema.SCHEMAS[name], mode="create",
             data_storage_version=schema.LANCE_STORAGE_VERSION, storage_options=storage_options or None,
         )  # fmt: skip
-    schema.check_schema(ds.schema, name)
+    schema.check_schema(ds.schema, name, writing=True)
     return ds
 
 

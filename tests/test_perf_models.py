@@ -70,6 +70,7 @@ def test_selective_checkpointing_estimate_sits_between_full_and_none():
 def test_loader_benchmark_runs_the_trainer_stream_on_a_small_table(capsys):
     from benchmark.perf.loader_throughput import main
 
-    assert main(["--stages", "128px", "--samples", "1", "--clips", "1", "--source-size", "64", "112"]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "samples/s per core" in line and "cores per GPU" in line
+    assert main(["--stages", "128px", "--samples", "1", "--clips", "1", "--source-size", "144", "256"]) == 0
+    stored, proxies = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert "reading stored clips" in stored and "reading proxies for 128x224 352x640" in proxies
+    assert all("samples/s per core" in line and "cores per GPU" in line for line in (stored, proxies))

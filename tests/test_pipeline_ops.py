@@ -141,7 +141,37 @@ def test_clip_ids_are_deterministic():
 
 def test_schemas_are_versioned():
     for name, table_schema in schema.SCHEMAS.items():
-        schema.check_schema(table_schema, name)
+        assert schema.check_schema(table_schema, name, writing=True) == schema.SCHEMA_VERSION
     assert schema.CLIPS_SCHEMA.field("video").metadata == {b"lance-encoding:blob": b"true"}
     with pytest.raises(ValueError, match="schema version"):
         schema.check_schema(schema.CLIPS_SCHEMA.with_metadata({}), "clips")
+    # A version-1 table (before `proxies`) is read, not written to.
+    v1 = schema.CLIPS_SCHEMA.remove(schema.CLIPS_SCHEMA.get_field_index("proxies"))
+    v1 = v1.with_metadata({schema.SCHEMA_VERSION_KEY: "1", schema.TABLE_KEY: "clips"})
+    assert schema.check_schema(v1, "clips") == "1"
+    with pytest.raises(ValueError, match="schema version 1; this version of curation writes 2"):
+        schema.check_schema(v1, "clips", writing=True)
+    with pytest.raises(ValueError, match="lacks columns"):
+        schema.check_schema(schema.CLIPS_SCHEMA.remove(0), "clips")
+
+
+def test_depth_stack_codec_is_the_png_quantisation():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 20.0, (6, 24, 40)).astype(np.float32)
+    depth[3] = 7.0  # a flat frame
+    data, lows, highs = schema.encode_depth_stack(depth)
+    stack = schema.decode_depth_stack(data, lows, highs, 24, 40)
+    pngs = schema.decode_depth(*schema.encode_depth(depth))
+    np.testing.assert_array_equal(stack, pngs)  # the same 16-bit values, another container
+    np.testing.assert_allclose(stack, depth, atol=(19.5 / 65535) / 2 * 1.01)
+    np.testing.assert_array_equal(schema.decode_depth_stack(data, lows, highs, 24, 40, [5, 3]), stack[[5, 3]])
+
+
+def test_decode_video_picks_frames(tmp_path):
+    frames = np.stack([np.full((16, 32, 3), 20 * i, np.uint8) for i in range(8)])
+    data = schema.encode_video(frames, 24.0, crf=0)
+    every = schema.decode_video(data)
+    np.testing.assert_array_equal(schema.decode_video(data, [6, 1, 1]), every[[6, 1, 1]])
+    with pytest.raises(ValueError, match=r"frames \[9\] asked for, but the video has 8 frames"):
+        schema.decode_video(data, [2, 9])
+

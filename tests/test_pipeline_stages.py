@@ -18,6 +18,7 @@ from pipeline.stages.filter import FilterStage
 from pipeline.stages.motion import MotionStage
 from pipeline.stages.motion_frames import MotionFramesStage
 from pipeline.stages.probe import ProbeStage
+from pipeline.stages.proxies import ProxyStage
 from pipeline.stages.shot_split import ShotSplitStage
 from pipeline.stages.text_embed import TextEmbedStage
 from pipeline.stages.vae_latents import VaeLatentStage
@@ -135,6 +136,48 @@ def test_model_stages_with_tiny_models(tmp_path):
     assert emb.shape == (77, row["text_emb_dim"]) and 0 < keep.sum() == row["text_emb_tokens"]
 
 
+def _luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of the luma of two uint8 RGB stacks (H.264 keeps chroma at half size: judge luma)."""
+    luma = np.array([0.299, 0.587, 0.114])
+    err = (a.astype(np.float64) - b.astype(np.float64)) @ luma
+    return float(10 * np.log10(255.0**2 / np.mean(err**2)))
+
+
+def test_proxies_cover_each_stage_bucket_and_hold_the_same_frames_and_depth(tmp_path):
+    import cv2
+
+    from pipeline.buckets import aspect_buckets, cover_size, nearest_bucket
+
+    video = vf.write_moving_pattern(tmp_path / "m.mp4", 9, (128, 160), (2.0, 0.0), seed=1)
+    image = vf.write_image(tmp_path / "still.png", (96, 128))
+    rows = ClipEncodeStage(keep_frames=True, cache_dir=str(tmp_path)).process(
+        _split(tmp_path, [source_row(str(video)), source_row(str(image))]))  # fmt: skip
+    y, x = np.mgrid[0:128, 0:160].astype(np.float32)
+    depth = np.stack([2.0 + y / 16 + np.sin(x / 9 + t) for t in range(9)])  # (T, H, W) smooth, known
+    rows[0]["depth_frames"], rows[0]["depth_min"], rows[0]["depth_max"] = schema.encode_depth(depth)
+    stages = ((32, 48), (64, 80), (256, 256))  # the last is larger than the clips: no proxy for it
+    rows = ProxyStage(stages=stages, aspect_ratios=(0.75, 1.0, 1.25)).process(rows)
+    clip, still = rows
+    assert clip.get("error") is None and still.get("error") is None
+    frames = schema.decode_video(clip["video"])  # (9, 128, 160, 3)
+    for row, (h, w) in ((clip, (128, 160)), (still, (96, 128))):
+        sizes = [(p["height"], p["width"]) for p in row["proxies"]]
+        want = [cover_size(h, w, nearest_bucket(h, w, aspect_buckets(*s, (0.75, 1.0, 1.25)))) for s in stages[:2]]
+        assert sizes == sorted(set(want), key=lambda s: s[0] * s[1])  # smallest first
+    for proxy, stage in zip(clip["proxies"], stages, strict=False):
+        bucket = nearest_bucket(128, 160, aspect_buckets(*stage, (0.75, 1.0, 1.25)))
+        size = (proxy["height"], proxy["width"])
+        assert size[0] >= bucket[0] and size[1] >= bucket[1] and size[0] % 2 == 0 == size[1] % 2
+        assert bucket[0] == size[0] or bucket[1] == size[1]  # covers tightly: the trainer only crops
+        small = schema.decode_video(proxy["video"])
+        want = np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in frames])
+        assert small.shape == (9, *size, 3) and _luma_psnr(small, want) > 30
+        got = schema.decode_depth_stack(proxy["depth"], proxy["depth_min"], proxy["depth_max"], *size)
+        want = np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in depth])
+        np.testing.assert_allclose(got, want, atol=1e-3)
+    assert schema.decode_video(still["proxies"][0]["video"]).shape[0] == 1 and still["proxies"][0]["depth"] is None
+
+
 def test_stages_declare_resources_and_columns():
     with pytest.raises(ValueError, match="actor pool"):
         DepthStage(model_path="x", resources=Resources(cpus=0.25, gpus=1))
@@ -144,7 +187,7 @@ def test_stages_declare_resources_and_columns():
     stages = build_stages(cfg, gpus=1.0)
     names = [s.name for s in stages]
     assert names == ["probe", "shot_split", "blur", "motion_frames", "motion", "filter", "clip_encode", "depth",
-                     "text_embed", "write"]  # fmt: skip
+                     "proxies", "text_embed", "write"]  # fmt: skip
     assert all(isinstance(s, Stage) and s.describe()["writes"] for s in stages)
     model_stages = [s for s in stages if s.actors]
     assert [s.name for s in model_stages] == ["depth", "text_embed"]

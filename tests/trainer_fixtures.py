@@ -55,6 +55,7 @@ def curated(tmp_path_factory) -> Curated:
         "blur: {threshold: 0}\n"
         "motion: {threshold: 0.5, analysis_short_side: 48, n_pairs: 2}\n"
         f"depth: {{model: {tiny / 'depth'}}}\n"
+        "proxies: {stages: [32x32], aspect_ratios: [1.0]}\n"  # the tiny preset's one bucket: 48x64 -> 32x44
         f"text: {{model: {tiny}}}\n"
         f"run: {{cache_dir: {root / 'cache'}, num_cpus: 2}}\n"
     )
@@ -73,9 +74,10 @@ def curated(tmp_path_factory) -> Curated:
 
 
 def append_broken_row(table: str) -> None:
-    """A passed row whose stored video is not decodable (what a corrupt blob looks like to the trainer)."""
+    """A passed row whose stored video and proxies are not decodable (what corrupt media looks like to the trainer)."""
     ds = lance.dataset(table)
     cols = [c for c in ds.schema.names if c != "video"]
     row = ds.to_table(columns=cols, filter="passed AND media_type = 'video'", limit=1).to_pylist()[0]
-    row |= {"clip_id": BROKEN_CLIP_ID, "video": b"\x00\x00\x00\x18ftypmp42 truncated garbage"}
+    garbage = b"\x00\x00\x00\x18ftypmp42 truncated garbage"
+    row |= {"clip_id": BROKEN_CLIP_ID, "video": garbage, "proxies": [p | {"video": garbage} for p in row["proxies"]]}
     lance.write_dataset(pa.Table.from_pylist([row], schema=ds.schema), table, mode="append")

@@ -16,7 +16,6 @@ model: {init_from: outputs/2b-128px/checkpoints/step_00170000}
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -26,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mfm.config_files import ConfigError, apply_overrides, read_yaml, validate
 from model.math import ATTENTION_BACKENDS
 from model.mfm import MFM_CONFIGS
+from pipeline.buckets import DEFAULT_ASPECT_RATIOS, SIZE_MULTIPLE, aspect_buckets
 
-SIZE_MULTIPLE = 16  # H and W: VAE 8x times patch 2
 TOKEN_STRIDE = (4, 16, 16)  # pixels per latent token in (T, H, W): VAE 4x / 8x, patch 2
 
 
@@ -106,7 +105,7 @@ class DataConfig(_Section):
     frames: int = Field(49, ge=1)  # T of a video sample, 4k+1
     height: int = Field(128, ge=SIZE_MULTIPLE)  # the stage size; buckets keep its area
     width: int = Field(224, ge=SIZE_MULTIPLE)
-    aspect_ratios: list[float] = Field(default_factory=lambda: [9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 9], min_length=1)
+    aspect_ratios: list[float] = Field(default_factory=lambda: list(DEFAULT_ASPECT_RATIOS), min_length=1)
     target_fps: float = Field(16.0, ge=0)  # frames are taken with the stride nearest this rate; 0: every frame
     default_motion: float = Field(5.0, ge=0)  # motion score of a video row that has none (release default)
     image_share: ImageShareConfig = Field(default_factory=ImageShareConfig)
@@ -114,6 +113,7 @@ class DataConfig(_Section):
     num_workers: int = Field(2, ge=0)  # DataLoader workers (spawned: Lance is not fork-safe)
     prefetch_factor: int = Field(2, ge=1)
     read_batch: int = Field(4, ge=1)  # rows per Lance read
+    proxies: bool = True  # read the smallest stored proxy that covers the sample size (schema v2), not the clip
 
     @field_validator("frames")
     @classmethod
@@ -138,14 +138,7 @@ class DataConfig(_Section):
 
     def buckets(self, multiple: int = SIZE_MULTIPLE) -> list[tuple[int, int]]:
         """(H, W) per aspect ratio, about height·width pixels, sides multiples of `multiple`."""
-        area = self.height * self.width
-        out = []
-        for ratio in self.aspect_ratios:
-            h = max(multiple, round(math.sqrt(area / ratio) / multiple) * multiple)
-            w = max(multiple, round(math.sqrt(area * ratio) / multiple) * multiple)
-            if (h, w) not in out:
-                out.append((h, w))
-        return out
+        return aspect_buckets(self.height, self.width, self.aspect_ratios, multiple)
 
 
 class OptimConfig(_Section):

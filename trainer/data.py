@@ -22,11 +22,13 @@ checkpoint needs: `ClipStream` replays the waiting positions, then continues, so
 same batches as an unbroken one. A clip that fails to decode becomes a `Skipped` item (counted, logged)
 and the batch is filled from the next rows.
 
-Per sample: a video row is trained as one of its frames with the probability of the image-share schedule
-(§3.3) at the step its position would be read at (position / batch size); a video shorter than the stage
-trains as an image too (packed stages: at its own length). Frames are taken at the stride nearest
-`target_fps`, resized to cover the nearest aspect-ratio bucket and centre-cropped; depth maps from the
-table follow the same frames and crop. Every process keeps the trainable row offsets (8 bytes a row).
+Per sample: the media is the smallest stored proxy (`proxies`, schema v2) that covers the sample size without
+up-scaling, else the stored clip, so a 128px sample decodes a 144p proxy rather than the 720p clip. A video
+row is trained as one of its frames with the probability of the image-share schedule (§3.3) at the step its
+position would be read at (position / batch size); a video shorter than the stage trains as an image too
+(packed stages: at its own length). Frames are taken at the stride nearest `target_fps`, resized to cover
+the nearest aspect-ratio bucket and centre-cropped; depth maps from the table follow the same frames and crop.
+Every process keeps the trainable row offsets (8 bytes a row).
 
 Edit pairs (VEDIT/IEDIT): an `edit_source` row is read together with its `edit_target` row (looked up by
 `edit_target_clip_id`); the sample's frames are the target's, and the source's frames, taken at the same
@@ -36,33 +38,37 @@ rows are not trainable rows of their own: each pair is one sample.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import lance
 import numpy as np
+import pyarrow as pa
 import torch
-import torch.nn.functional as F
 from lance.sampler import Sampler
 from lance.torch.data import LanceDataset
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from model.tasks import DEFAULT_EXTRA
-from pipeline.schema import CLIPS_TABLE, check_schema, decode_depth, decode_video
+from pipeline.buckets import nearest_bucket
+from pipeline.ops.media import cover_crop
+from pipeline.schema import CLIPS_TABLE, check_schema, decode_depth, decode_depth_stack, decode_video
 from trainer.configs import TOKEN_STRIDE, DataConfig, ImageShareConfig, sample_tokens
 
 log = logging.getLogger(__name__)
 
+DEPTH_COLUMNS = ["depth_frames", "depth_min", "depth_max"]
 READ_COLUMNS = [
-    "clip_id", "media_type", "caption", "fps", "motion_score", "video", "depth_frames", "depth_min", "depth_max",
-    "role", "edit_target_clip_id", "edit_instruction",
-]  # fmt: skip
-TARGET_COLUMNS = ["caption", "depth_frames", "depth_min", "depth_max"]  # of an edit target; video via take_blobs
+    "clip_id", "media_type", "caption", "fps", "motion_score", "n_frames", "height", "width", "video", "role",
+    "edit_target_clip_id", "edit_instruction",
+]  # fmt: skip  (+ "proxies" when the table has them, else DEPTH_COLUMNS: the stored clip's depth is big)
+TARGET_COLUMNS = ["caption", "n_frames", "height", "width", *DEPTH_COLUMNS]  # of an edit target; video: take_blobs
 Position = tuple[int, int]  # (epoch, index in this DP rank's share of the epoch)
 
 
@@ -130,6 +136,7 @@ class SampleSpec:
     default_motion: float
     image_share: ImageShareConfig
     samples_per_step: int  # batch size: turns a position into the step the image share is read at
+    proxies: bool = True  # read the smallest covering proxy when the table has them
     packing: bool = False
     max_area: int = 0  # packing: H·W at most (the stage size)
     max_sample_tokens: int = 0  # packing: tokens of one sample at most
@@ -141,25 +148,9 @@ class SampleSpec:
         return cls(
             frames=cfg.frames, buckets=tuple(cfg.buckets()), target_fps=cfg.target_fps,
             default_motion=cfg.default_motion, image_share=cfg.image_share, samples_per_step=batch_size,
-            packing=p.enabled, max_area=cfg.height * cfg.width, max_sample_tokens=p.max_sample_tokens or p.max_tokens,
-            size_multiple=16 * sp,
+            proxies=cfg.proxies, packing=p.enabled, max_area=cfg.height * cfg.width,
+            max_sample_tokens=p.max_sample_tokens or p.max_tokens, size_multiple=16 * sp,
         )  # fmt: skip
-
-
-def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(T, C, h, w) float -> (T, C, H, W): scale to cover (H, W) (bilinear, anti-aliased), centre crop."""
-    h, w = x.shape[-2:]
-    height, width = size
-    scale = max(height / h, width / w)
-    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return x[..., top : top + height, left : left + width]
-
-
-def nearest_bucket(h: int, w: int, buckets: Iterable[tuple[int, int]]) -> tuple[int, int]:
-    """The bucket whose aspect ratio is closest to w/h (in log space)."""
-    return min(buckets, key=lambda b: abs(math.log((w / h) / (b[1] / b[0]))))
 
 
 def native_size(h: int, w: int, max_area: int, multiple: int) -> tuple[int, int]:
@@ -183,19 +174,44 @@ def frame_indices(
     return list(range(start, start + span, stride)), fps / stride
 
 
-def read_edit_target(ds: lance.LanceDataset, clip_id: str) -> dict[str, Any]:
-    """The `edit_target` row of an edit pair: its video (a blob file), caption and depth."""
-    found = ds.to_table(columns=TARGET_COLUMNS, filter=f"clip_id = '{clip_id}'", with_row_id=True)
+def read_edit_target(ds: lance.LanceDataset, clip_id: str, with_proxies: bool = False) -> dict[str, Any]:
+    """The `edit_target` row of an edit pair: its video (a blob file), caption, depth (and proxies)."""
+    columns = TARGET_COLUMNS + (["proxies"] if with_proxies else [])
+    found = ds.to_table(columns=columns, filter=f"clip_id = '{clip_id}'", with_row_id=True)
     if found.num_rows != 1:
         raise ValueError(f"edit target {clip_id!r}: {found.num_rows} rows in the table, expected 1")
     row = found.to_pylist()[0]
     return row | {"video": ds.take_blobs("video", ids=[row["_rowid"]])[0]}
 
 
-def _crop(frames: np.ndarray, indices: list[int], size: tuple[int, int]) -> torch.Tensor:
-    """(N, h, w, 3) uint8 -> the chosen frames resized and cropped, (3, T, H, W) uint8."""
-    clip = torch.from_numpy(frames[indices]).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
-    return resize_crop(clip, size).round().clamp(0, 255).to(torch.uint8).transpose(0, 1)  # (3, T, H, W)
+def take_row(ds: lance.LanceDataset, offset: int, columns: list[str]) -> dict[str, Any]:
+    """`columns` of the row at `offset`."""
+    return ds.take([offset], columns=columns).to_pylist()[0]
+
+
+def covering_proxy(proxies: list[dict[str, Any]] | None, size: tuple[int, int]) -> dict[str, Any] | None:
+    """The smallest `proxies` entry that covers `size` (H, W) without up-scaling; None: use the stored clip."""
+    fits = [p for p in proxies or [] if p["height"] >= size[0] and p["width"] >= size[1]]
+    return min(fits, key=lambda p: p["height"] * p["width"], default=None)
+
+
+def read_media(
+    row: dict[str, Any], proxy: dict[str, Any] | None, indices: list[int], size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Frames `indices` of a row (from `proxy`, else the stored clip), fitted to `size`: (3, T, H, W) uint8 and
+    depth (1, T, H, W) float16 (None without depth)."""
+    data = row["video"].readall() if proxy is None else proxy["video"]
+    frames = cover_crop(decode_video(data, indices), *size)  # (T, H, W, 3)
+    clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, T, H, W)
+    if proxy is not None and proxy["depth"]:
+        raw = decode_depth_stack(proxy["depth"], proxy["depth_min"], proxy["depth_max"], proxy["height"],
+                                 proxy["width"], indices)  # fmt: skip
+    elif proxy is None and row.get("depth_frames"):
+        raw = decode_depth(*([row[k][i] for i in indices] for k in DEPTH_COLUMNS))  # (T, h, w)
+    else:
+        return clip, None
+    depth = torch.from_numpy(np.ascontiguousarray(cover_crop(raw, *size)))[None].to(torch.float16)  # (1, T, H, W)
+    return clip, depth
 
 
 def decode_sample(
@@ -205,43 +221,45 @@ def decode_sample(
     spec: SampleSpec,
     rng: np.random.Generator,
     edit_target: dict[str, Any] | None = None,
+    read_columns: Callable[[list[str]], dict[str, Any]] | None = None,
 ) -> Sample:
     """A `clips` row -> a `Sample`: media type (the image share at `step`), frames, size, depth, prompt extra.
     With `edit_target` (the row is an edit source) the frames and depth are the target's, the row's own
-    frames become the source."""
-    source = None
-    frames = decode_video(row["video"].readall())  # (N, h, w, 3) uint8
+    frames become the source (both from proxies of the same size, or both from the stored clips).
+    `read_columns` reads more columns of the row: the stored clip's depth when no proxy covers the size."""
+    h, w, n = int(row["height"]), int(row["width"]), int(row["n_frames"])
+    size = native_size(h, w, spec.max_area, spec.size_multiple) if spec.packing else nearest_bucket(h, w, spec.buckets)
+    proxy = covering_proxy((edit_target or row).get("proxies"), size) if spec.proxies else None
+    source_proxy = None
     if edit_target is not None:
-        source, frames = frames, decode_video(edit_target["video"].readall())
-        if source.shape != frames.shape:
-            raise ValueError(f"edit pair {row['clip_id']}: source {source.shape} and target {frames.shape} differ")
-        row = row | {k: edit_target[k] for k in TARGET_COLUMNS}
-    n, h, w, _ = frames.shape
+        if (edit_target["n_frames"], edit_target["height"], edit_target["width"]) != (n, h, w):
+            target_shape = f"{edit_target['n_frames']}x{edit_target['height']}x{edit_target['width']}"
+            raise ValueError(f"edit pair {row['clip_id']}: source {n}x{h}x{w} and target {target_shape} differ")
+        same = [p for p in row.get("proxies") or [] if proxy and p["height"] == proxy["height"]
+                and p["width"] == proxy["width"]]  # fmt: skip
+        proxy, source_proxy = (proxy, same[0]) if same else (None, None)
+    elif proxy is None and "depth_frames" not in row and read_columns is not None:
+        row = row | read_columns(DEPTH_COLUMNS)
+    media_row = row if edit_target is None else edit_target
     fps = float(row["fps"] or 0.0)
     as_image = row["media_type"] == "image" or rng.random() < spec.image_share.at(step)
     t = 1 if as_image else spec.frames
     if spec.packing:
-        size = native_size(h, w, spec.max_area, spec.size_multiple)
         per_frame = (size[0] // TOKEN_STRIDE[1]) * (size[1] // TOKEN_STRIDE[2])
         t = min(t, 4 * (spec.max_sample_tokens // per_frame - 1) + 1)
         t = max(1, min(t, 4 * ((n - 1) // 4) + 1))  # a shorter clip trains at its own length
-    else:
-        size = nearest_bucket(h, w, spec.buckets)
     indices, fps_eff = frame_indices(n, t, fps, spec.target_fps, rng) if t > 1 else ([], fps)
     if not indices:  # an image, or a clip too short for the stage: one random frame
         t, indices = 1, [int(rng.integers(0, n))]
-    clip = _crop(frames, indices, size)  # (3, T, H, W)
-    depth = None
-    if row["depth_frames"]:
-        pick = [[row[k][i] for i in indices] for k in ("depth_frames", "depth_min", "depth_max")]
-        raw = torch.from_numpy(decode_depth(*pick))[:, None]  # (T, 1, h', w')
-        depth = resize_crop(raw, size).to(torch.float16).transpose(0, 1)  # (1, T, H, W)
+    clip, depth = read_media(media_row, proxy, indices, size)  # (3, T, H, W), (1, T, H, W)
+    source = None if edit_target is None else read_media(row, source_proxy, indices, size)[0]
+    if edit_target is not None:
+        row = row | {"caption": edit_target["caption"]}
     video = t > 1
     motion = (row["motion_score"] if row["motion_score"] is not None else spec.default_motion) if video else 0.0
     extra = f"#FPS: {round(fps_eff)}." if video and fps_eff > 0 else DEFAULT_EXTRA
     return Sample(
-        position, row["clip_id"], clip, depth, row["caption"] or "", extra, float(motion),
-        source=None if source is None else _crop(source, indices, size),
+        position, row["clip_id"], clip, depth, row["caption"] or "", extra, float(motion), source=source,
         instruction=(row["edit_instruction"] or "") if source is not None else "",
     )  # fmt: skip
 
@@ -260,7 +278,8 @@ class OffsetSampler(Sampler):
     def __call__(self, ds: lance.LanceDataset, *args: Any, columns: list[str] | None = None, **kwargs: Any):
         offsets = iter(self.offsets)
         while batch := list(itertools.islice(offsets, self.chunk)):
-            yield from ds.take(batch, columns=[*(columns or []), "_rowid"]).to_batches()
+            rows = ds.take(batch, columns=[*(columns or []), "_rowid"])
+            yield from rows.append_column("_offset", pa.array(batch, pa.int64())).to_batches()
 
 
 @dataclass
@@ -339,17 +358,21 @@ class ClipStream(IterableDataset):
         wid, workers = (info.id, info.num_workers) if info else (0, 1)
         mine, for_reads = itertools.tee(itertools.islice(self.positions(), wid, None, workers))
         ds = open_clips(self.uri, self.version, self.storage_options)
-        reads = LanceDataset(ds, batch_size=self.read_batch, columns=READ_COLUMNS, to_tensor_fn=None,
+        proxies = self.spec.proxies and "proxies" in ds.schema.names  # schema v1 tables have none
+        columns = READ_COLUMNS + (["proxies"] if proxies else DEPTH_COLUMNS)
+        reads = LanceDataset(ds, batch_size=self.read_batch, columns=columns, to_tensor_fn=None,
                              sampler=OffsetSampler(self.offsets_of(for_reads), self.read_batch))  # fmt: skip
         for batch in reads:
             for i in range(len(batch["clip_id"])):
                 row = {k: (v[i] if isinstance(v, list) else v[i].as_py()) for k, v in batch.items()}
                 position = next(mine)
                 try:
-                    target = read_edit_target(ds, row["edit_target_clip_id"]) if row["role"] == "edit_source" else None
-                    yield decode_sample(
-                        row, position, self.step_of(position), self.spec, self.sample_rng(position), target
-                    )
+                    target = None
+                    if row["role"] == "edit_source":
+                        target = read_edit_target(ds, row["edit_target_clip_id"], proxies)
+                    more = functools.partial(take_row, ds, row["_offset"])
+                    yield decode_sample(row, position, self.step_of(position), self.spec, self.sample_rng(position),
+                                        target, more)  # fmt: skip
                 except Exception as exc:  # a broken clip must not stop training
                     yield Skipped(position, row["clip_id"], f"{type(exc).__name__}: {exc}")
 

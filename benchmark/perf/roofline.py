@@ -25,6 +25,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from model.mfm import MFM_CONFIGS, MfMConfig
 
 H100_PEAK_BF16 = 989e12  # dense bf16 FLOP/s of an H100 SXM
+# Kernel rates measured on this workplace's H100 (bf16): dense matmul, and SDPA cuDNN attention fwd+bwd at
+# head dim 64 — the estimate `estimated_attainable_seconds` uses where no GPU is at hand.
+H100_MATMUL_BF16 = 767e12
+H100_ATTENTION_BF16 = 440e12
 TEXT_LEN = 77
 
 # Token grid (t, h, w) and samples per GPU of each training stage (paper §3.3, Table 3): 128px 49×128×224 ->
@@ -156,6 +160,14 @@ class Attainable:
             f"{self.batch}×{self.tokens} tokens), attainable MFU {self.mfu:.1%}, "
             f"attention {self.attention_backend} {self.attention_seconds / self.seconds:.0%} of the step"
         )
+
+
+def estimated_attainable_seconds(cfg: MfMConfig, stage: str) -> tuple[float, int]:
+    """(step seconds, samples per step) of `stage` at the measured H100 kernel rates, for machines without one."""
+    grid, batch = STAGES[stage]
+    tokens = grid[0] * grid[1] * grid[2]
+    matmul = sum(mm.flops for mm in block_matmuls(cfg, tokens, batch)) / H100_MATMUL_BF16
+    return cfg.num_layers * (matmul + attention_flops(cfg, tokens, batch) / H100_ATTENTION_BF16), batch
 
 
 def attainable_step(

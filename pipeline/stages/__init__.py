@@ -11,6 +11,7 @@ from pipeline.stages.filter import FilterStage
 from pipeline.stages.motion import MotionStage
 from pipeline.stages.motion_frames import MotionFramesStage
 from pipeline.stages.probe import ProbeStage
+from pipeline.stages.proxies import ProxyStage
 from pipeline.stages.shot_split import ShotSplitStage
 from pipeline.stages.text_embed import TextEmbedStage
 from pipeline.stages.vae_latents import VaeLatentStage
@@ -47,12 +48,16 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
                     **io),  # fmt: skip
         FilterStage(blur_threshold=cfg.blur.threshold, motion_threshold=cfg.motion.threshold,
                     score_only=run.score_only, **per_clip),  # fmt: skip
-        ClipEncodeStage(crf=clip.crf, preset=clip.preset, keep_frames=bool(cfg.depth.model or cfg.vae.model),
+        ClipEncodeStage(crf=clip.crf, preset=clip.preset,
+                        keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.proxies.stages),
                         **per_clip, **io),  # fmt: skip
     ]
     if cfg.depth.model:
         stages.append(DepthStage(model_path=cfg.depth.model, model_name=cfg.depth.name,
                                  frames_per_forward=cfg.depth.batch_size, **actor(cfg.depth), **io))  # fmt: skip
+    if cfg.proxies.stages:
+        stages.append(ProxyStage(stages=cfg.proxies.sizes, aspect_ratios=tuple(cfg.proxies.aspect_ratios),
+                                 crf=cfg.proxies.crf, preset=clip.preset, **per_clip))  # fmt: skip
     if cfg.vae.model:
         stages.append(VaeLatentStage(model_path=cfg.vae.model, model_name=cfg.vae.name,
                                      buckets=tuple(cfg.vae.buckets), **actor(cfg.vae), **io))  # fmt: skip

@@ -8,21 +8,10 @@ from typing import Any
 import numpy as np
 
 from pipeline import schema
+from pipeline.ops.media import cover_crop
 from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.stages.clip_encode import row_frames
 from pipeline.weights import local_weights
-
-
-def fit_bucket(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize to cover (height, width), then centre-crop: (T, H, W, 3) -> (T, height, width, 3)."""
-    import cv2
-
-    t, h, w, _ = frames.shape
-    scale = max(height / h, width / w)
-    rh, rw = max(height, round(h * scale)), max(width, round(w * scale))
-    y0, x0 = (rh - height) // 2, (rw - width) // 2
-    return np.stack([cv2.resize(f, (rw, rh), interpolation=cv2.INTER_AREA)[y0 : y0 + height, x0 : x0 + width]
-                     for f in frames])  # fmt: skip
 
 
 @dataclass
@@ -61,7 +50,7 @@ class VaeLatentStage(Stage):
         import torch
 
         height, width = (int(v) for v in bucket.split("x"))
-        video = schema.frames_to_tensor(fit_bucket(frames, height, width))[None]  # (1, 3, T, h, w)
+        video = schema.frames_to_tensor(cover_crop(frames, height, width))[None]  # (1, 3, T, h, w)
         with torch.inference_mode():
             latents = self.vae.encode(video.to(self.device))[0]  # (16, t, h/8, w/8)
         return schema.encode_latents(bucket, latents.cpu().numpy())

@@ -1,0 +1,88 @@
+"""Proxies: each stored clip again at the sizes low-resolution training stages crop from.
+
+A 128px training sample cut from a stored 720p clip spends most of its loader time decoding and scaling
+pixels it throws away. For each configured stage size this stage stores the clip scaled to cover its nearest
+aspect-ratio bucket of that stage (the trainer's buckets, `pipeline.buckets`), with its depth; the trainer
+reads the smallest proxy that covers its sample and only crops (trainer/data.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline import schema
+from pipeline.buckets import DEFAULT_ASPECT_RATIOS, aspect_buckets, cover_size, nearest_bucket
+from pipeline.stages.base import Stage, is_active, rejecting_on_error
+from pipeline.stages.clip_encode import row_frames
+
+
+def proxy_sizes(
+    height: int, width: int, stages: Sequence[tuple[int, int]], ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS
+) -> list[tuple[int, int]]:
+    """(H, W) of the proxies of an (height, width) clip, smallest first: per stage size, the cover size of the
+    clip's nearest bucket; sizes not smaller than the clip are left out (it is its own best copy there)."""
+    sizes = {cover_size(height, width, nearest_bucket(height, width, aspect_buckets(*stage, ratios)))
+             for stage in stages}  # fmt: skip
+    return sorted((s for s in sizes if s[0] < height and s[1] < width), key=lambda s: s[0] * s[1])
+
+
+def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, h, w[, C]) -> (T, H, W[, C]) with area averaging (the right filter for down-scaling)."""
+    import cv2
+
+    return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def make_proxies(
+    frames: np.ndarray,
+    fps: float,
+    sizes: Sequence[tuple[int, int]],
+    depth: np.ndarray | None = None,
+    crf: int = 18,
+    preset: str = "veryfast",
+) -> list[dict[str, Any]]:
+    """uint8 (T, H, W, 3) frames (T == 1: an image, stored as PNG) and raw depth (T, H, W) -> one `proxies`
+    entry per (h, w) in `sizes`."""
+    out = []
+    for size in sizes:
+        small = _resize(frames, size)  # (T, h, w, 3)
+        video = schema.encode_image(small[0]) if len(small) == 1 else schema.encode_video(small, fps, crf, preset)
+        entry: dict[str, Any] = {"height": size[0], "width": size[1], "video": video,
+                                 "depth": None, "depth_min": None, "depth_max": None}  # fmt: skip
+        if depth is not None:
+            data, lows, highs = schema.encode_depth_stack(_resize(depth.astype(np.float32), size))
+            entry |= {"depth": data, "depth_min": lows, "depth_max": highs}
+        out.append(entry)
+    return out
+
+
+@dataclass
+class ProxyStage(Stage):
+    """`frames` (from clip_encode) and the depth maps, when stored -> `proxies`, one per stage size."""
+
+    name = "proxies"
+    reads = ("frames", "n_frames", "height", "width", "fps", "depth_frames", "depth_min", "depth_max")
+    writes = ("proxies",)
+
+    stages: tuple[tuple[int, int], ...] = ((128, 224), (352, 640))  # training stage sizes (H, W)
+    aspect_ratios: tuple[float, ...] = DEFAULT_ASPECT_RATIOS
+    crf: int = 18
+    preset: str = "veryfast"
+
+    def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for row in rows:
+            if not is_active(row) or row.get("frames") is None:
+                continue
+            sizes = proxy_sizes(row["height"], row["width"], self.stages, self.aspect_ratios)
+            if not sizes:
+                continue
+            with rejecting_on_error(row, "decode_error", self.name):
+                depth = None
+                if row.get("depth_frames"):
+                    depth = schema.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])  # (T, H, W)
+                row["proxies"] = make_proxies(row_frames(row), row["fps"] or 0.0, sizes, depth, self.crf, self.preset)
+        return rows

@@ -75,3 +75,49 @@ def test_a_block_compiles_without_graph_breaks(mode):
     explanation = torch._dynamo.explain(block)(x, c, text, bias, rope_3d((2, 2, 2), TINY.head_dim))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def _compiled_ulysses_worker(rank: int, port: int) -> None:
+    """One of 2 ranks of an SP group: compiled blocks (selective checkpointing) under Ulysses and ZeRO-3 give
+    one device's eager forward and gradients, one graph per block, no graph break."""
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
+    torch.set_num_threads(1)
+    from deepspeed.utils import safe_get_full_grad
+    from test_model import random_inputs
+    from torch._dynamo.utils import counters
+
+    from trainer.configs import deepspeed_config, load_config
+    from trainer.parallel import init_distributed, parallelize_mfm
+    from trainer.step import per_sample_loss
+
+    dims = init_distributed(sp=2, backend="gloo")
+    inp = random_inputs(TINY, 9, size=(32, 48), batch=2)  # 18 tokens: 9 per rank
+    target = torch.randn(inp["x"].shape, generator=torch.Generator().manual_seed(1))
+    reference = randomized()
+    want = reference(**inp)
+    per_sample_loss(want, target).mean().backward()
+
+    cfg = load_config(overrides={"data.table": "-", "frozen.root": "-", "parallel.sp": 2, "optim.grad_clip": 0})
+    engine = parallelize_mfm(randomized(), dims, deepspeed_config(cfg, on_gpu=False),
+                             gradient_checkpointing="selective", compile=True)  # fmt: skip
+    with torch._inductor.config.patch(compile_threads=1):
+        got = engine(**inp)
+        engine.backward(per_sample_loss(got, target).mean())
+    torch.testing.assert_close(got, want.detach(), **COMPILE_TOL)
+    for (name, p), ref in zip(engine.module.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(safe_get_full_grad(p), ref.grad, atol=1e-6, rtol=1e-4, msg=name)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == TINY.num_layers
+
+
+@pytest.mark.slow
+def test_compiled_blocks_under_ulysses_sp2_equal_one_eager_device():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_compiled_ulysses_worker, args=(port,), nprocs=2, join=True)

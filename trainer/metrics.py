@@ -70,7 +70,7 @@ class Metrics:
         flops: float,
         seconds: float,
         lr: float,
-        grad_norm: float | None,
+        grad_norm: torch.Tensor | float | None,
         skipped_step: bool,
         skipped_clips: int,
     ) -> dict[str, Any]:
@@ -92,7 +92,7 @@ class Metrics:
             "step": step,
             "loss": float(per_task_sum.sum() / per_task_n.sum()),
             "lr": lr,
-            "grad_norm": grad_norm,
+            "grad_norm": None if grad_norm is None else float(grad_norm),
             "samples_per_s": samples / seconds,
             "tokens_per_s": tok / seconds,
             "mfu": fl / (seconds * self.dims.world * self.peak) if self.peak else None,

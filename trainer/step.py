@@ -34,14 +34,15 @@ def per_sample_loss(pred: Any, target: Any) -> torch.Tensor:
 class StepResult:
     losses: torch.Tensor  # (B,) per-sample loss, detached
     skipped: bool  # non-finite loss on some rank: no backward, no update anywhere
-    grad_norm: float | None
+    grad_norm: torch.Tensor | float | None  # as DeepSpeed gives it: reading a tensor's value waits for the GPU
 
 
 def train_step(engine: Any, batch: PreparedBatch) -> StepResult:
     """Forward, loss, and (when the loss is finite on every rank) backward and optimizer step.
 
     The finiteness check is all-reduced so that every rank skips together: ZeRO-3's collectives in
-    backward and step must be entered by all ranks or none."""
+    backward and step must be entered by all ranks or none. Reading it is the step's one host sync
+    (tests/test_perf_syncs.py); losses and the grad norm stay on the device for the metrics to read."""
     losses = per_sample_loss(engine(**batch.inputs), batch.target)
     loss = losses.mean()
     finite = torch.isfinite(loss.detach()).float().reshape(1)
@@ -50,5 +51,4 @@ def train_step(engine: Any, batch: PreparedBatch) -> StepResult:
         return StepResult(losses.detach(), True, None)
     engine.backward(loss)
     engine.step()
-    norm = engine.get_global_grad_norm()
-    return StepResult(losses.detach(), False, None if norm is None else float(norm))
+    return StepResult(losses.detach(), False, engine.get_global_grad_norm())

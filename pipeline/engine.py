@@ -204,6 +204,7 @@ def curate(input_uri: str, output: str, cfg: CurateConfig, address: str | None =
                 log.exception("curation stopped early")
             finally:
                 committer.commit()
+                committer.clips_ds = tables.index_clip_ids(committer.clips_ds)
     for row in committer.finished:
         if row["src_status"] == "ok":
             summary.sources_ok += 1

@@ -5,8 +5,9 @@ Both tables are Lance datasets written with data storage version ``LANCE_STORAGE
 `check_schema` before trusting the columns. Changes are additive and bump `SCHEMA_VERSION`; readers
 accept older versions (a column added later is then absent: `COLUMNS_SINCE`), writers only the current.
 
-`clips`: one row per clip or image (an image is a 1-frame clip). Rejected clips stay in the table with
-`passed = False` and a `reject_reason`, and carry no media.
+`clips`: one row per clip or image (an image is a 1-frame clip), with a BTREE index on `clip_id` that curation
+keeps current (`tables.index_clip_ids`: an edit pair's target is a point lookup). Rejected clips stay in the
+table with `passed = False` and a `reject_reason`, and carry no media.
 
 | column | type | meaning |
 | --- | --- | --- |

@@ -78,3 +78,15 @@ def delete_orphans(clips_ds: Any, done: set[str], chunk: int = 500) -> int:
         quoted = ", ".join(f"'{sid}'" for sid in orphans[start : start + chunk])  # uuids: no quoting issues
         clips_ds.delete(f"source_id IN ({quoted})")
     return before - clips_ds.count_rows() if orphans else 0
+
+
+def index_clip_ids(clips_ds: Any) -> Any:
+    """A BTREE index on `clip_id` (created, or brought up to date with new fragments): the trainer's edit-pair
+    lookup (`clip_id = '...'`) is then a point lookup, not a scan of the table."""
+    if clips_ds.count_rows() == 0:
+        return clips_ds
+    if any(index.field_names == ["clip_id"] for index in clips_ds.describe_indices()):
+        clips_ds.optimize.optimize_indices()
+    else:
+        clips_ds.create_scalar_index("clip_id", index_type="BTREE")
+    return clips_ds

@@ -123,6 +123,17 @@ def test_clips_are_kept_or_rejected_with_reasons(curated, work):
         assert (c["video_format"] is not None) == c["passed"], c
 
 
+def test_edit_target_lookup_is_an_index_query(curated):
+    from trainer.data import read_edit_target
+
+    ds = lance.dataset(str(curated / "clips.lance"))
+    pair = ds.to_table(columns=["edit_target_clip_id"], filter="role = 'edit_source'").to_pylist()[0]
+    plan = ds.scanner(columns=["caption"], filter=f"clip_id = '{pair['edit_target_clip_id']}'").explain_plan()
+    assert "ScalarIndexQuery" in plan, plan  # the BTREE index on clip_id, not a scan of every row
+    target = read_edit_target(ds, pair["edit_target_clip_id"])
+    assert schema.decode_video(target["video"].readall()).shape[0] > 1  # the target's clip
+
+
 def test_clips_read_back_through_the_lance_torch_loader(curated):
     import torch
     from lance.sampler import ShardedFragmentSampler

@@ -31,9 +31,9 @@ the nearest aspect-ratio bucket and centre-cropped; depth maps from the table fo
 Every process keeps the trainable row offsets (8 bytes a row).
 
 Edit pairs (VEDIT/IEDIT): an `edit_source` row is read together with its `edit_target` row (looked up by
-`edit_target_clip_id`); the sample's frames are the target's, and the source's frames, taken at the same
-indices and crop, ride along with the instruction, so the task sampler can draw the editing tasks. Target
-rows are not trainable rows of their own: each pair is one sample.
+`edit_target_clip_id` through the table's clip_id index); the sample's frames are the target's, and the
+source's frames, taken at the same indices and crop, ride along with the instruction, so the task sampler can
+draw the editing tasks. Target rows are not trainable rows of their own: each pair is one sample.
 """
 
 from __future__ import annotations

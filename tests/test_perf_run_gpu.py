@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,3 +22,13 @@ def test_run_gpu_dry_run_prints_the_commands_it_would_run():
     assert all("--roofline" in s and "--append" in s and s.startswith("timeout ") for s in steps)
     assert "--layers" not in steps[0] and "--layers 8" in steps[1]  # full depth at 128/360px
     assert (results.read_text() if results.exists() else None) == before  # nothing ran
+
+
+def test_the_gpu_benchmark_imports_without_what_the_device_lacks():
+    """The device image has torch, pyarrow, cv2 and yaml; run_gpu.sh carries DeepSpeed, pydantic and diffusers.
+    Lance, Ray, PyAV and decord are not there: the benchmark must not import them."""
+    absent = ["lance", "ray", "av", "decord"]
+    code = (f"import sys; sys.modules.update(dict.fromkeys({absent!r})); "
+            "import benchmark.perf.train_step, benchmark.perf.roofline")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -137,6 +137,7 @@ class MotionConfig(ModelStageConfig):
 class DepthConfig(ModelStageConfig):
     model: str | None = None  # local / object-store folder for model.depth.DepthEstimator; None: stage off
     name: str = "depth-anything-v2"  # recorded in depth_model
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 on a GPU: its tensor cores (docs/scale-out.md sizes it)
 
 
 class TextConfig(ModelStageConfig):

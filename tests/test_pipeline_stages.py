@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import video_fixtures as vf
 
 from pipeline import schema
@@ -134,6 +135,26 @@ def test_model_stages_with_tiny_models(tmp_path):
     assert row["vae_latents"][0]["bucket"] == "48x64" and latents.shape == (16, 3, 6, 8)
     emb, keep = schema.decode_text_embedding(row["text_emb"], row["text_emb_tokens"], row["text_emb_dim"])
     assert emb.shape == (77, row["text_emb_dim"]) and 0 < keep.sum() == row["text_emb_tokens"]
+
+
+def test_depth_stage_in_bf16_is_close_to_fp32(tmp_path):
+    from model.tiny_pretrained import write_tiny_pretrained
+
+    tiny = write_tiny_pretrained(tmp_path / "tiny")
+    video = vf.write_moving_pattern(tmp_path / "m.mp4", 9, SIZE, (3.0, 0.0))
+    rows = ClipEncodeStage(keep_frames=True, cache_dir=str(tmp_path)).process(
+        _split(tmp_path, [source_row(str(video))], max_side=80))  # fmt: skip
+    depth = {}
+    for precision in ("fp32", "bf16"):
+        stage = DepthStage(model_path=str(tiny["depth"]), actors=1, precision=precision)
+        stage.setup()
+        assert stage.model.model.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        row = stage.process([dict(r) for r in rows])[0]
+        depth[precision] = schema.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])
+    err = np.abs(depth["bf16"] - depth["fp32"]).mean() / np.abs(depth["fp32"]).mean()
+    assert 0 < err < 0.02, err  # bf16 rounding (8 bits of mantissa), not another answer
+    with pytest.raises(Exception, match="precision"):
+        load_config(overrides={"depth.precision": "fp16"})
 
 
 def _luma_psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -54,7 +54,8 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
     ]
     if cfg.depth.model:
         stages.append(DepthStage(model_path=cfg.depth.model, model_name=cfg.depth.name,
-                                 frames_per_forward=cfg.depth.batch_size, **actor(cfg.depth), **io))  # fmt: skip
+                                 frames_per_forward=cfg.depth.batch_size, precision=cfg.depth.precision,
+                                 **actor(cfg.depth), **io))  # fmt: skip
     if cfg.proxies.stages:
         stages.append(ProxyStage(stages=cfg.proxies.sizes, aspect_ratios=tuple(cfg.proxies.aspect_ratios),
                                  crf=cfg.proxies.crf, preset=clip.preset, **per_clip))  # fmt: skip

@@ -27,6 +27,7 @@ class DepthStage(Stage):
     model_path: str = ""
     model_name: str = "depth-anything-v2"
     frames_per_forward: int = 16
+    precision: str = "fp32"  # or "bf16"
 
     def setup(self) -> None:
         import torch
@@ -35,7 +36,8 @@ class DepthStage(Stage):
 
         self.device = "cuda" if self.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
         path = local_weights(self.model_path, self.storage_options, self.cache_dir)
-        self.model = DepthEstimator.from_pretrained(path).to(self.device).eval()
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
+        self.model = DepthEstimator.from_pretrained(path, dtype=dtype).to(self.device).eval()
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:

@@ -220,6 +220,14 @@ def test_flop_count_equals_torch_flop_counter():
     parts = [f"MfM.blocks.{i}" for i in range(TINY.num_layers)] + ["MfM.final_layer"]
     counted = sum(sum(per_module[name].values()) for name in parts)
     assert model.forward_flops(num_tokens=18, text_len=7) == counted
+    # By hand, tiny: D = 2 heads x 64 = 128, N = 18, L = 7, text 32, MLP 4D, 2 layers, 2x2 patches of 16 channels.
+    per_layer = (2 * 18 * 4 * 128**2  # self q, k, v, o: 2,359,296
+                 + 2 * 18 * 2 * 128**2 + 2 * 7 * 2 * 32 * 128  # cross q, o | k, v: 1,179,648 + 114,688
+                 + 2 * 18 * 2 * 4 * 128**2  # MLP fc1 + fc2: 4,718,592
+                 + 4 * 18**2 * 128 + 4 * 18 * 7 * 128)  # attention, self + cross: 165,888 + 64,512  # fmt: skip
+    assert per_layer == 8_602_624
+    by_hand = 2 * per_layer + 2 * 2 * 6 * 128**2 + (2 * 18 * 128 * 4 * 16 + 2 * 2 * 128**2)  # + modulation, final
+    assert model.forward_flops(num_tokens=18, text_len=7) == by_hand == 17_958_912
 
 
 # ---- flow matching and sampling ---------------------------------------------------------------------------

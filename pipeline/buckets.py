@@ -10,6 +10,14 @@ SIZE_MULTIPLE = 16  # H and W: VAE 8x times patch 2
 DEFAULT_ASPECT_RATIOS = (9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 9)  # width / height
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """"HxW" with H and W positive multiples of 16 -> (H, W); ValueError naming the text otherwise."""
+    h, _, w = text.partition("x")
+    if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0 and int(h) % 16 == 0 and int(w) % 16 == 0):
+        raise ValueError(f"size {text!r} is not 'HxW' with H and W positive multiples of {SIZE_MULTIPLE}")
+    return int(h), int(w)
+
+
 def aspect_buckets(
     height: int, width: int, ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS, multiple: int = SIZE_MULTIPLE
 ) -> list[tuple[int, int]]:

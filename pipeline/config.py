@@ -25,15 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mfm import config_files
 from mfm.config_files import apply_overrides, read_yaml, validate
-from pipeline.buckets import DEFAULT_ASPECT_RATIOS, SIZE_MULTIPLE
-
-
-def _bucket_size(text: str) -> tuple[int, int]:
-    """"HxW" with H and W multiples of 16 -> (H, W); ValueError naming the text otherwise."""
-    h, _, w = text.partition("x")
-    if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0 and int(h) % 16 == 0 and int(w) % 16 == 0):
-        raise ValueError(f"size {text!r} is not 'HxW' with H and W positive multiples of {SIZE_MULTIPLE}")
-    return int(h), int(w)
+from pipeline.buckets import DEFAULT_ASPECT_RATIOS, parse_size
 
 
 class _Section(BaseModel):
@@ -94,14 +86,14 @@ class ProxyConfig(_Section):
     @model_validator(mode="after")
     def _stages(self) -> ProxyConfig:
         for stage in self.stages:
-            _bucket_size(stage)
+            parse_size(stage)
         if any(r <= 0 for r in self.aspect_ratios):
             raise ValueError(f"aspect_ratios {self.aspect_ratios}: every ratio (width / height) must be > 0")
         return self
 
     @property
     def sizes(self) -> tuple[tuple[int, int], ...]:
-        return tuple(_bucket_size(stage) for stage in self.stages)
+        return tuple(parse_size(stage) for stage in self.stages)
 
 
 class ModelStageConfig(_Section):
@@ -155,7 +147,7 @@ class VaeConfig(ModelStageConfig):
     @model_validator(mode="after")
     def _buckets(self) -> VaeConfig:
         for bucket in self.buckets:
-            _bucket_size(bucket)
+            parse_size(bucket)
         return self
 
 

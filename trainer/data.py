@@ -23,7 +23,7 @@ same batches as an unbroken one. A clip that fails to decode becomes a `Skipped`
 and the batch is filled from the next rows.
 
 Per sample: the media is the smallest stored proxy (`proxies`, schema v2) that covers the sample size without
-up-scaling, else the stored clip, so a 128px sample decodes a 144p proxy rather than the 720p clip. A video
+up-scaling, else the stored clip, so a 128px sample decodes a 128x228 proxy rather than the 720p clip. A video
 row is trained as one of its frames with the probability of the image-share schedule (§3.3) at the step its
 position would be read at (position / batch size); a video shorter than the stage trains as an image too
 (packed stages: at its own length). Frames are taken at the stride nearest `target_fps`, resized to cover

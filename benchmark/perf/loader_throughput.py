@@ -34,6 +34,7 @@ from model.conditions import Clip
 from model.mfm import MFM_CONFIGS
 from model.task_sampling import sample_training_condition
 from pipeline import schema
+from pipeline.buckets import parse_size
 from pipeline.stages.proxies import make_proxies, proxy_sizes
 from trainer.configs import PRESETS, load_config
 from trainer.data import ClipStream, Sample, SampleSpec, open_clips, trainable_offsets
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
-        stages = [tuple(int(v) for v in stage.split("x")) for stage in args.proxy_stages]
+        stages = [parse_size(stage) for stage in args.proxy_stages]
         table = write_clips_table(Path(tmp), args.clips, 97, tuple(args.source_size), stages)
         lines = []
         for stage in args.stages:

@@ -75,17 +75,22 @@ def fit_size(width: int, height: int, max_side: int, multiple: int = 2) -> tuple
 # ---------------------------------------------------------------------------------------------------------
 
 
-def cover_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, h, w[, C]) -> (T, height, width[, C]): scale to cover, then centre-crop. Area averaging when shrinking,
-    bilinear when growing, no resampling when a side already fits exactly (a proxy made for this size)."""
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(T, h, w[, C]) -> (T, height, width[, C]): area averaging when shrinking, bilinear when growing."""
     import cv2
 
+    interpolation = cv2.INTER_AREA if height * width < frames.shape[1] * frames.shape[2] else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (width, height), interpolation=interpolation) for f in frames])
+
+
+def cover_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(T, h, w[, C]) -> (T, height, width[, C]): scale to cover, then centre-crop; no resampling when a side
+    already fits exactly (a proxy made for this size)."""
     t, h, w = frames.shape[:3]
     scale = max(height / h, width / w)
     rh, rw = max(height, round(h * scale)), max(width, round(w * scale))
     if (rh, rw) != (h, w):
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        frames = np.stack([cv2.resize(f, (rw, rh), interpolation=interpolation) for f in frames])
+        frames = resize_frames(frames, rh, rw)
     y0, x0 = (rh - height) // 2, (rw - width) // 2
     return frames[:, y0 : y0 + height, x0 : x0 + width]
 

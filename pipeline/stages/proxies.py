@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.buckets import DEFAULT_ASPECT_RATIOS, aspect_buckets, cover_size, nearest_bucket
+from pipeline.ops.media import resize_frames
 from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.stages.clip_encode import row_frames
 
@@ -30,13 +31,6 @@ def proxy_sizes(
     return sorted((s for s in sizes if s[0] < height and s[1] < width), key=lambda s: s[0] * s[1])
 
 
-def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(T, h, w[, C]) -> (T, H, W[, C]) with area averaging (the right filter for down-scaling)."""
-    import cv2
-
-    return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames])
-
-
 def make_proxies(
     frames: np.ndarray,
     fps: float,
@@ -49,12 +43,12 @@ def make_proxies(
     entry per (h, w) in `sizes`."""
     out = []
     for size in sizes:
-        small = _resize(frames, size)  # (T, h, w, 3)
+        small = resize_frames(frames, *size)  # (T, h, w, 3), area-averaged: proxies are smaller
         video = schema.encode_image(small[0]) if len(small) == 1 else schema.encode_video(small, fps, crf, preset)
         entry: dict[str, Any] = {"height": size[0], "width": size[1], "video": video,
                                  "depth": None, "depth_min": None, "depth_max": None}  # fmt: skip
         if depth is not None:
-            data, lows, highs = schema.encode_depth_stack(_resize(depth.astype(np.float32), size))
+            data, lows, highs = schema.encode_depth_stack(resize_frames(depth.astype(np.float32), *size))
             entry |= {"depth": data, "depth_min": lows, "depth_max": highs}
         out.append(entry)
     return out

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import schema
+from pipeline.buckets import parse_size
 from pipeline.ops.media import cover_crop
 from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.stages.clip_encode import row_frames
@@ -49,7 +50,7 @@ class VaeLatentStage(Stage):
     def _encode(self, frames: np.ndarray, bucket: str) -> dict[str, Any]:
         import torch
 
-        height, width = (int(v) for v in bucket.split("x"))
+        height, width = parse_size(bucket)
         video = schema.frames_to_tensor(cover_crop(frames, height, width))[None]  # (1, 3, T, h, w)
         with torch.inference_mode():
             latents = self.vae.encode(video.to(self.device))[0]  # (16, t, h/8, w/8)

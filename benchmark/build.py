@@ -30,10 +30,12 @@ import pyarrow as pa
 import torch
 
 from benchmark.table import encode_media, params_to_json, schema_with_build
-from model.conditions import SIZE_MULTIPLE, Clip, benchmark_condition
-from model.task_inputs import fit
+from model.conditions import Clip, benchmark_condition
+from model.geometry import size_problem
 from model.tasks import TASKS, Task
-from pipeline.schema import CLIPS_TABLE, LANCE_STORAGE_VERSION, check_schema, decode_video, frames_to_tensor
+from pipeline.contract.codecs import decode_video
+from pipeline.contract.frames import cover_crop, frames_to_tensor
+from pipeline.contract.tables import CLIPS_TABLE, LANCE_STORAGE_VERSION, check_schema
 
 PER_TASK = 30
 FRAMES = 97
@@ -108,7 +110,7 @@ def standardize(video: bytes, frames: int, size: tuple[int, int]) -> torch.Tenso
     rgb = decode_video(video)[:frames]  # (T, h, w, 3) uint8
     if rgb.shape[0] < frames:
         raise ValueError(f"clip decodes to {rgb.shape[0]} frames; {frames} needed")
-    return fit(frames_to_tensor(rgb), size)
+    return frames_to_tensor(cover_crop(rgb, *size))
 
 
 def _sample_row(task: Task, index: int, seed: int, clip_row: dict, gt: torch.Tensor) -> dict:
@@ -141,8 +143,8 @@ def build_benchmark(
     """Select, standardize and condition the samples; write them as one commit of a Lance dataset."""
     if per_task < 1:
         raise ValueError(f"--per-task must be >= 1; got {per_task}")
-    if size[0] % SIZE_MULTIPLE or size[1] % SIZE_MULTIPLE:
-        raise ValueError(f"--height and --width must be multiples of {SIZE_MULTIPLE}; got {size}")
+    if problem := size_problem(*size):
+        raise ValueError(f"--height and --width: {problem}")
     too_short = [t.id for t in TASKS.values() if t.min_frames > selection.frames]
     if too_short:
         need = max(t.min_frames for t in TASKS.values())

@@ -32,9 +32,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from benchmark import metrics
 from benchmark.run import RUN_RECORD, output_path
-from benchmark.table import Sample, check_benchmark_schema, read_media, read_samples
-from model.task_inputs import read_media as read_file
+from benchmark.table import Sample, check_benchmark_schema, read_sample_media, read_samples
+from model.task_inputs import read_media_file
 from model.tasks import TASKS
+from pipeline.contract.frames import tensor_to_frames
 
 COLUMNS = [  # (key, header, format, better)
     ("fid", "FID↓", "{:.2f}"),
@@ -99,7 +100,7 @@ def _strip_cells(video: torch.Tensor, columns: list[int]) -> list[Image.Image]:
     """Chosen frames of (3, T, H, W) [-1, 1] as PIL images STRIP_HEIGHT tall."""
     h, w = video.shape[-2:]
     size = (max(1, round(w * STRIP_HEIGHT / h)), STRIP_HEIGHT)
-    rgb = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    rgb = tensor_to_frames(video)
     return [Image.fromarray(rgb[i]).resize(size, Image.Resampling.BILINEAR) for i in columns]
 
 
@@ -161,8 +162,8 @@ def evaluate(
         if not path.exists():
             missing.append(sample.sample_id)
             continue
-        gt = read_media(ds, sample, "gt")  # (3, T, H, W)
-        gen = read_file(path)
+        gt = read_sample_media(ds, sample, "gt")  # (3, T, H, W)
+        gen = read_media_file(path)
         if gen.shape != gt.shape:
             raise ValueError(f"{path}: output shape {tuple(gen.shape)} != ground truth {tuple(gt.shape)}")
         gen01, gt01 = _frames01(gen), _frames01(gt)
@@ -172,7 +173,8 @@ def evaluate(
         scores.gt_features.append(metrics.inception_features(nets["inception"], gt01[picks]))
         scores.rows.append({"sample_id": sample.sample_id, "task": sample.task, **score_sample(nets, gen01, gt01)})
         if len(strips[sample.task]) < strips_per_task:
-            image = frame_strip(sample, {"input": read_media(ds, sample, "input"), "output": gen, "ground truth": gt})
+            given = read_sample_media(ds, sample, "input")
+            image = frame_strip(sample, {"input": given, "output": gen, "ground truth": gt})
             name = f"strips/{sample.sample_id}.png"
             image.save(out_dir / name)
             strips[sample.task].append((name, sample.prompt, sample.params))

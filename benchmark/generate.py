@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from model.conditions import Condition
 from model.depth import DepthEstimator
+from model.geometry import latent_shape
 from model.mfm import MfM
 from model.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Conditioning, make_scheduler, sample
 from model.task_inputs import DEFAULT_FRAMES, DEFAULT_VIDEO_SIZE, USER_INPUTS, condition_from_files
@@ -41,7 +41,8 @@ from model.task_inputs import depth_on_given_frames as given_frames_depth
 from model.tasks import TASKS, Task, get_task
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
-from pipeline.schema import encode_video
+from pipeline.contract.codecs import encode_video
+from pipeline.contract.frames import tensor_to_frames
 
 VIDEO_MOTION_SCORE = 5.0
 IMAGE_MOTION_SCORE = 0.0
@@ -189,8 +190,8 @@ def generate_sample(
         text=text[:1].to(dtype), text_mask=keep[:1], motion_score=torch.tensor([motion], device=device), **inputs
     )
     negative = positive.negative(text[1:].to(dtype), keep[1:]) if options.guidance != 1.0 else None
-    latent_shape = (1, models.vae.latent_channels, (t - 1) // 4 + 1, h // 8, w // 8)
-    noise = torch.randn(latent_shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+    shape = (1, *latent_shape(t, h, w, models.vae.latent_channels))  # (1, C, t, h/8, w/8)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
     latents = sample(
         models.model, noise, positive, negative, options.guidance, options.steps, models.scheduler, progress
     )
@@ -198,11 +199,6 @@ def generate_sample(
 
 
 # --- writing --------------------------------------------------------------------------------------------------
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
-    return ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
 def media_suffix(task: Task) -> str:
@@ -214,7 +210,7 @@ def write_media(frames: torch.Tensor, path: str | Path, fps: float = OUTPUT_FPS)
     the final name, so a resumed run can trust any file it finds)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = to_uint8(frames)
+    rgb = tensor_to_frames(frames)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     if path.suffix == ".png":
         if rgb.shape[0] != 1:

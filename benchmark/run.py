@@ -32,7 +32,7 @@ from benchmark.generate import (
     media_suffix,
     write_media,
 )
-from benchmark.table import Sample, check_benchmark_schema, read_media, read_samples
+from benchmark.table import Sample, check_benchmark_schema, read_sample_media, read_samples
 from model.conditions import benchmark_condition
 from model.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from model.tasks import TASKS, get_task
@@ -93,7 +93,7 @@ def run_benchmark(
     for sample in tqdm(todo, desc="benchmark", unit="sample", disable=not todo):
         start = time.perf_counter()
         task = get_task(sample.task)
-        gt = read_media(ds, sample, "gt")  # (3, T, H, W)
+        gt = read_sample_media(ds, sample, "gt")  # (3, T, H, W)
         cond = benchmark_condition(task, sample.clip(gt), sample.seed, extra=task.generate_extra)
         sample.check_condition(cond)
         cond = depth_on_given_frames(cond, models)

@@ -19,7 +19,7 @@ condition's pixels and mask are stored too, as media, for viewing and for other 
 | params | string | JSON of the condition's drawn parameters (type + fields) |
 | n_frames, height, width | int32 | the ground truth's shape (an image task has 1 frame) |
 | fps | float32 | frame rate of the ground truth |
-| gt | large_binary | the ground truth: H.264 mp4 for videos, PNG for images (`pipeline.schema.decode_video`) |
+| gt | large_binary | the ground truth: H.264 mp4 for videos, PNG for images (`pipeline.contract.codecs.decode_video`) |
 | input | large_binary | the condition's pixels (RGB * mask; not-given pixels mid-grey), same encoding |
 | mask | large_binary | the condition's mask (white = given), same encoding |
 
@@ -36,10 +36,10 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from benchmark.generate import to_uint8
 from model.conditions import Bands, Box, Clip, Condition, FrameSpans, NoParams, Params, Scale
 from model.tasks import get_task
-from pipeline.schema import decode_video, encode_image, encode_video, frames_to_tensor
+from pipeline.contract.codecs import decode_video, encode_image, encode_video
+from pipeline.contract.frames import frames_to_tensor, tensor_to_frames
 
 TABLE_NAME = "benchmark"
 BENCHMARK_VERSION = "1"
@@ -115,7 +115,7 @@ def params_from_json(text: str) -> Params:
 
 def encode_media(frames: torch.Tensor, fps: float) -> bytes:
     """(3, T, H, W) in [-1, 1] -> PNG bytes (T == 1) or H.264 mp4 bytes."""
-    rgb = to_uint8(frames)
+    rgb = tensor_to_frames(frames)
     return encode_image(rgb[0]) if rgb.shape[0] == 1 else encode_video(rgb, fps, crf=GT_CRF)
 
 
@@ -129,7 +129,7 @@ def decode_media(data: bytes) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Sample:
-    """One benchmark row, metadata only (media are read with `read_media`)."""
+    """One benchmark row, metadata only (media are read with `read_sample_media`)."""
 
     sample_id: str
     task: str
@@ -170,7 +170,7 @@ def read_samples(ds: Any) -> list[Sample]:
     return [Sample(**row, row=i) for i, row in enumerate(table.to_pylist())]
 
 
-def read_media(ds: Any, sample: Sample, column: str) -> torch.Tensor:
+def read_sample_media(ds: Any, sample: Sample, column: str) -> torch.Tensor:
     """One sample's `gt`, `input` or `mask` -> (3, T, H, W) in [-1, 1]."""
     data = ds.take([sample.row], columns=[column]).column(column)[0].as_py()
     return decode_media(data)

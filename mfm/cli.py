@@ -37,8 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"mfm: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    return run(name, rest)
+
+
+def run(name: str, argv: list[str]) -> int:
+    """Run command `name` (a key of COMMANDS) with `argv`; its exit status."""
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return int(module.main(argv) or 0)
 
 
 if __name__ == "__main__":

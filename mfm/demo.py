@@ -7,9 +7,9 @@
 4. `mfm generate`: an image-to-video sample from the trained checkpoint;
 5. `mfm benchmark build|run|eval`: one sample per task, generated and scored, with an HTML report.
 
-Every step runs the same `main(argv)` as its `mfm` command and prints that command. The frozen models and
-the metric networks (Inception, LPIPS) are random-init stand-ins: the numbers show the machinery works,
-not image quality. Sizes are tiny (33 frames at 32x48) so it fits a CPU.
+Every step runs its `mfm` command through the command table (`mfm.cli.run`) and prints that command. The
+frozen models and the metric networks (Inception, LPIPS) are random-init stand-ins: the numbers show the
+machinery works, not image quality. Sizes are tiny (33 frames at 32x48) so it fits a CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
+from mfm.cli import run
 from mfm.synthetic import moving_frames, write_image, write_video
 
 MARKER = ".mfm-demo"  # an --out folder holding this was made by the demo and may be replaced
@@ -37,11 +38,11 @@ CAPTIONS = (
 )
 
 
-def _step(title: str, command: str, argv: list[str], run) -> None:
-    """Print the `mfm` command, run its main, fail loudly on a non-zero status."""
+def _step(title: str, command: str, argv: list[str]) -> None:
+    """Print the `mfm` command, run it through the command table, fail loudly on a non-zero status."""
     print(f"\n[demo] {title}\n[demo] $ mfm {command} {shlex.join(argv)}", flush=True)
     start = time.perf_counter()
-    status = run(argv)
+    status = run(command, argv)
     if status:
         raise SystemExit(f"[demo] `mfm {command}` failed with status {status}")
     print(f"[demo] {title}: done in {time.perf_counter() - start:.1f}s", flush=True)
@@ -85,52 +86,45 @@ def main(argv: list[str]) -> int:
 
     import ray
 
-    from pipeline.cli import main as curate
-
     _step("2/5 curate on local Ray into Lance", "curate", [
         "--input", str(raw), "--output", str(curated),
         "--set", f"clip.min_frames={VIDEO_FRAMES}", "--set", f"clip.max_frames={VIDEO_FRAMES}",
         "--set", f"depth.model={frozen / 'depth'}", "--set", f"text.model={frozen}",
-    ], curate)  # fmt: skip
+    ])  # fmt: skip
     ray.shutdown()
-
-    from trainer.train import main as train
 
     _step("3/5 train the tiny MfM (DeepSpeed, one process)", "train", [
         "--preset", "tiny", "--set", f"data.table={curated / 'clips.lance'}", "--set", f"frozen.root={frozen}",
         "--set", f"run_dir={train_dir}", "--set", f"steps={TRAIN_STEPS}", "--set", f"checkpoint.every={TRAIN_STEPS}",
         "--set", "data.frames=9", "--set", f"data.height={BENCH_SIZE[0]}", "--set", f"data.width={BENCH_SIZE[1]}",
         "--set", "data.num_workers=0", "--set", "log.every=1",
-    ], train)  # fmt: skip
+    ])  # fmt: skip
     checkpoint = train_dir / "checkpoints" / f"step_{TRAIN_STEPS:08d}" / "model"
     parts = ["--checkpoint", str(checkpoint), "--vae", str(frozen), "--text-encoder", str(frozen),
              "--depth-model", str(frozen / "depth"), "--steps", str(SAMPLE_STEPS)]
-
-    from benchmark.generate import main as generate
 
     video = out / "generated" / "i2v.mp4"
     first_frame = write_image(out / "inputs" / "first_frame.png", VIDEO_SIZE, seed=args.seed + 100)
     _step("4/5 generate image-to-video from the trained checkpoint", "generate", [
         "--task", "i2v", "--prompt", CAPTIONS[0], "--image", str(first_frame), "--out", str(video),
         "--frames", "9", "--height", str(VIDEO_SIZE[0] // 2), "--width", str(VIDEO_SIZE[1] // 2), *parts,
-    ], generate)  # fmt: skip
+    ])  # fmt: skip
 
-    from benchmark.cli import main as benchmark
     from benchmark.metrics import write_random_feature_weights
 
     _step("5/5 benchmark: build", "benchmark", [
         "build", "--clips", str(curated / "clips.lance"), "--out", str(bench), "--per-task", "1",
         "--frames", str(VIDEO_FRAMES), "--height", str(BENCH_SIZE[0]), "--width", str(BENCH_SIZE[1]),
-    ], benchmark)  # fmt: skip
+    ])  # fmt: skip
     _step("5/5 benchmark: run", "benchmark", ["run", "--bench", str(bench), "--out", str(out / "runs" / "tiny"),
-                                              *parts], benchmark)
+                                              *parts])
     weights = write_random_feature_weights(out / "metric_networks_random", args.seed)
     report = out / "report"
     _step("5/5 benchmark: eval", "benchmark", [
         "eval", "--bench", str(bench), "--outputs", str(out / "runs" / "tiny"), "--out", str(report),
         "--inception-weights", str(weights["inception"]), "--lpips-weights", str(weights["lpips"]),
         "--fid-frames", "2", "--method", "tiny (4 steps)",
-    ], benchmark)  # fmt: skip
+    ])  # fmt: skip
 
     print(f"\n[demo] finished in {time.perf_counter() - start:.0f}s")
     print(f"[demo] generated video:  {video}")

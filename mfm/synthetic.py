@@ -12,7 +12,7 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.schema import x264_options
+from pipeline.contract.codecs import x264_options
 
 
 def texture(height: int, width: int, seed: int = 0, sigma: float = 2.0) -> np.ndarray:

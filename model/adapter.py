@@ -1,7 +1,7 @@
 """The condition adapter: pixel-space [RGB·mask, depth, mask] -> features on the token grid (paper §3.1).
 
-Structure of the release's `ConvitConditioningEmbedding`: conv_in, then four stages of (same-width conv,
-stride-2 down conv), the down conv 3D (time and space) in stages 1 and 3, and conv_out to the model width.
+Structure of the release's `ConvitConditioningEmbedding`: conv_in, then four levels of (same-width conv,
+stride-2 down conv), the down conv 3D (time and space) in levels 1 and 3, and conv_out to the model width.
 Net /16 in space (VAE 8 × patch 2) and /4 in time (4k+1 frames -> k+1); an image stays one frame.
 """
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ADAPTER_CHANNELS = (16, 32, 96, 256, 512)
-TEMPORAL_DOWN_STAGES = (0, 2)  # stages whose down conv is 3D
+TEMPORAL_DOWN_LEVELS = (0, 2)  # levels whose down conv is 3D
 
 
 class FrameConv2d(nn.Conv2d):
@@ -40,9 +40,9 @@ class ConditionAdapter(nn.Module):
         c = ADAPTER_CHANNELS
         self.conv_in = _conv(in_channels, c[0])
         blocks: list[nn.Module] = []
-        for stage in range(len(c) - 1):
-            blocks.append(_conv(c[stage], c[stage]))
-            blocks.append(_conv(c[stage], c[stage + 1], stride=2, temporal=stage in TEMPORAL_DOWN_STAGES))
+        for level in range(len(c) - 1):
+            blocks.append(_conv(c[level], c[level]))
+            blocks.append(_conv(c[level], c[level + 1], stride=2, temporal=level in TEMPORAL_DOWN_LEVELS))
         self.blocks = nn.ModuleList(blocks)
         self.conv_out = _conv(c[-1], out_channels)
         nn.init.zeros_(self.conv_out.weight)
@@ -51,5 +51,5 @@ class ConditionAdapter(nn.Module):
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         x = F.silu(self.conv_in(cond))  # (B, 16, T, H, W)
         for block in self.blocks:
-            x = F.silu(block(x))  # down convs: T 4k+1 -> 2k+1 -> k+1, space /16 over the four stages
+            x = F.silu(block(x))  # down convs: T 4k+1 -> 2k+1 -> k+1, space /16 over the four levels
         return self.conv_out(x)  # (B, D, t, H/16, W/16)

@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import rgb_to_grayscale
 
+from model.geometry import is_coded_length, size_problem
 from model.tasks import DEFAULT_EXTRA, Task, get_task, make_prompt
 
 SR_FACTORS = (2.0, 6.0)  # super-resolution down-sampling factor range
 HOLE_AREA = (1 / 9, 1 / 4)  # inpainting hole, fraction of the frame's pixels
 BAND_FRACTION = (1 / 8, 1 / 4)  # outpainting band, fraction of the width or height
-SIZE_MULTIPLE = 16  # H and W: VAE 8x times patch 2
 
 
 @dataclass(frozen=True)
@@ -306,11 +306,11 @@ CONDITION_KINDS: dict[str, ConditionKind] = {
 def clip_problem(task: Task, clip: Clip) -> str | None:
     """Why `clip` cannot make `task`'s condition (shape, frame count, edit pair), or None if it can."""
     t, h, w = clip.frames.shape[1:]
-    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
-        return f"H and W must be multiples of {SIZE_MULTIPLE}; got {h}x{w}"
+    if problem := size_problem(h, w):
+        return problem
     if not task.is_video and t != 1:
         return f"an image task needs one frame; got {t} (take `clip.first_frame()`)"
-    if task.is_video and ((t - 1) % 4 or t < task.min_frames):
+    if task.is_video and (not is_coded_length(t) or t < task.min_frames):
         return f"needs T = 4k+1 >= {task.min_frames} frames; got {t}"
     if task.is_edit and clip.source is None:
         return "needs an edit pair (a clip with `source`)"

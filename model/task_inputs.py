@@ -29,11 +29,9 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from model.conditions import (
-    SIZE_MULTIPLE,
     Condition,
     FrameSpans,
     NoParams,
@@ -42,7 +40,10 @@ from model.conditions import (
     assemble_condition,
     grayscale,
 )
+from model.geometry import coded_length, floor_size, is_coded_length, size_problem
 from model.tasks import MIN_VIDEO_FRAMES, Media, Task, get_task
+from pipeline.contract.codecs import decode_video
+from pipeline.contract.frames import cover_crop_tensor, frames_to_tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -98,11 +99,6 @@ def media_kind(path: str | Path) -> Media:
     raise ValueError(f"{path}: unknown media type {suffix!r}; known suffixes: {known}")
 
 
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]."""
-    return torch.from_numpy(rgb).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-
-
 def read_image(path: str | Path) -> torch.Tensor:
     """An image file -> (3, 1, H, W) in [-1, 1]."""
     try:
@@ -110,53 +106,26 @@ def read_image(path: str | Path) -> torch.Tensor:
             rgb = np.array(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as e:
         raise ValueError(f"{path}: cannot read image: {e}") from e
-    return _to_tensor(rgb[None])
+    return frames_to_tensor(rgb[None])
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> torch.Tensor:
     """A video file -> (3, T, H, W) in [-1, 1], its first `max_frames` frames (all if None)."""
-    frames = []
     try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) == max_frames:
-                    break
+        frames = decode_video(str(path), max_frames=max_frames)  # (T, H, W, 3)
     except (av.FFmpegError, OSError) as e:
         raise ValueError(f"{path}: cannot read video: {e}") from e
-    if not frames:
-        raise ValueError(f"{path}: video has no frames")
-    return _to_tensor(np.stack(frames))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    return frames_to_tensor(frames)
 
 
-def read_media(path: str | Path, max_frames: int | None = None) -> torch.Tensor:
+def read_media_file(path: str | Path, max_frames: int | None = None) -> torch.Tensor:
     """An image (3, 1, H, W) or a video (3, T, H, W), by suffix."""
     return read_image(path) if media_kind(path) == "image" else read_video(path, max_frames)
 
 
 # --- sizes and masks ---
-
-
-def fit(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, T, h, w) -> (C, T, H, W): scale to cover `size` (bicubic, anti-aliased), centre-crop, clamp."""
-    h, w = frames.shape[-2:]
-    if (h, w) == size:
-        return frames
-    scale = max(size[0] / h, size[1] / w)
-    covered = (max(size[0], round(h * scale)), max(size[1], round(w * scale)))
-    x = F.interpolate(frames.transpose(0, 1), covered, mode="bicubic", antialias=True, align_corners=False)
-    top, left = (covered[0] - size[0]) // 2, (covered[1] - size[1]) // 2
-    return x[..., top : top + size[0], left : left + size[1]].clamp(-1.0, 1.0).transpose(0, 1)
-
-
-def _floor16(h: int, w: int) -> tuple[int, int]:
-    m = SIZE_MULTIPLE
-    return max(m, h // m * m), max(m, w // m * m)
-
-
-def _video_length(available: int, num_frames: int) -> int:
-    """The longest 4k+1 frame count within both limits."""
-    return (min(available, num_frames) - 1) // 4 * 4 + 1
 
 
 def _binary_mask(mask: torch.Tensor, size: tuple[int, int], frames: int, invert: bool) -> torch.Tensor:
@@ -167,7 +136,7 @@ def _binary_mask(mask: torch.Tensor, size: tuple[int, int], frames: int, invert:
         gray = gray.expand(1, frames, *gray.shape[-2:])
     elif gray.shape[1] < frames:
         raise ValueError(f"the mask video has {gray.shape[1]} frames; the clip has {frames}")
-    binary = (fit(gray[:, :frames], size) > 0.0).float()
+    binary = (cover_crop_tensor(gray[:, :frames], size) > 0.0).float()
     return 1.0 - binary if invert else binary
 
 
@@ -186,31 +155,36 @@ def _describe(media: Sequence[torch.Tensor]) -> str:
     return f"{len(media)} input(s): " + ", ".join(parts)
 
 
-def _check_inputs(task: Task, media: Sequence[torch.Tensor], mask: torch.Tensor | None) -> None:
+def _tensor_kind(media: torch.Tensor) -> Media | None:
+    """"image" for (3, 1, H, W), "video" for (3, T, H, W), None for any other shape."""
+    if media.ndim != 4 or media.shape[0] != 3:
+        return None
+    return "image" if media.shape[1] == 1 else "video"
+
+
+def _check_inputs(task: Task, kinds: tuple[Media | None, ...], got: str, has_mask: bool) -> None:
+    """The inputs' kinds and the mask against what `task` takes (`USER_INPUTS`); `got` describes the inputs."""
     spec = USER_INPUTS[task.id]
-    kinds = tuple("image" if m.ndim == 4 and m.shape[1] == 1 else "video" for m in media)
-    shapes_ok = all(m.ndim == 4 and m.shape[0] == 3 for m in media)
-    if kinds != spec.media or not shapes_ok:
-        raise ValueError(f"task {task.id} ({task.prompt_name}) needs {spec.needs}; got {_describe(media)}")
-    if spec.mask and mask is None:
-        raise ValueError(f"task {task.id} ({task.prompt_name}) needs {spec.needs}; got no mask")
-    if not spec.mask and mask is not None:
-        raise ValueError(f"task {task.id} ({task.prompt_name}) takes no mask; it needs {spec.needs}")
+    if kinds != spec.media:
+        raise ValueError(f"task {task.id} ({task.prompt_name}) needs {spec.needs}; got {got}")
+    if spec.mask != has_mask:
+        need = "needs a mask" if spec.mask else "takes no mask"
+        raise ValueError(f"task {task.id} ({task.prompt_name}) {need}: {spec.needs}")
 
 
 def _target_size(
     task: Task, media: Sequence[torch.Tensor], size: tuple[int, int] | None, upscale: int
 ) -> tuple[int, int]:
     if size is not None:
-        if size[0] % SIZE_MULTIPLE or size[1] % SIZE_MULTIPLE:
-            raise ValueError(f"task {task.id}: H and W must be multiples of {SIZE_MULTIPLE}; got {size}")
+        if problem := size_problem(*size):
+            raise ValueError(f"task {task.id}: {problem}")
         return size
     if not media:
         return DEFAULT_VIDEO_SIZE if task.is_video else DEFAULT_IMAGE_SIZE
     h, w = media[0].shape[-2:]
     if task.condition == "downsample":
         h, w = h * upscale, w * upscale
-    return _floor16(h, w)
+    return floor_size(h, w)
 
 
 def _given_frames(
@@ -237,7 +211,7 @@ def _whole_clip(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Manipulation tasks: every frame given, outside the user's mask if there is one."""
     if task.is_video:
-        length = _video_length(clip.shape[1], num_frames)
+        length = coded_length(min(clip.shape[1], num_frames))
         if length < MIN_VIDEO_FRAMES:
             need = f"a video of at least {MIN_VIDEO_FRAMES} frames"
             raise ValueError(f"task {task.id} needs {need}; got {clip.shape[1]} frames")
@@ -277,12 +251,12 @@ def condition_from_media(
     """`task`'s generation condition from in-memory inputs: each (3, T, H, W) in [-1, 1], an image T = 1;
     `mask` (C, T, H, W) in [-1, 1], white = given. `extra` defaults to the task's generation extra."""
     task = get_task(task) if isinstance(task, str) else task
-    _check_inputs(task, media, mask)
+    _check_inputs(task, tuple(_tensor_kind(m) for m in media), _describe(media), mask is not None)
     size = _target_size(task, media, size, upscale)
-    frames = [fit(m, size) for m in media]  # each (3, T_i, H, W)
+    frames = [cover_crop_tensor(m, size) for m in media]  # each (3, T_i, H, W)
     params: Params = NoParams()
     makes_frames = task.is_video and task.condition in ("none", "frames")  # num_frames is the clip's length
-    if makes_frames and ((num_frames - 1) % 4 or num_frames < MIN_VIDEO_FRAMES):
+    if makes_frames and (not is_coded_length(num_frames) or num_frames < MIN_VIDEO_FRAMES):
         raise ValueError(f"task {task.id}: num_frames must be 4k+1 >= {MIN_VIDEO_FRAMES}; got {num_frames}")
     if task.condition == "none":
         pixels = torch.zeros(3, num_frames if task.is_video else 1, *size)
@@ -311,14 +285,9 @@ def condition_from_files(
     """`task`'s generation condition from files (images by suffix .png/.jpg/..., videos .mp4/.mov/...);
     keyword arguments as `condition_from_media`."""
     task = get_task(task) if isinstance(task, str) else task
-    spec = USER_INPUTS[task.id]
     kinds = tuple(media_kind(p) for p in inputs)
-    if kinds != spec.media:
-        got = ", ".join(f"{Path(p).name} ({k})" for p, k in zip(inputs, kinds)) or "no input"
-        raise ValueError(f"task {task.id} ({task.prompt_name}) needs {spec.needs}; got {len(inputs)}: {got}")
-    if spec.mask != (mask is not None):
-        need = "needs a mask" if spec.mask else "takes no mask"
-        raise ValueError(f"task {task.id} ({task.prompt_name}) {need}: {spec.needs}")
-    media = [read_media(p) for p in inputs]
-    mask_media = None if mask is None else read_media(mask)
+    got = ", ".join(f"{Path(p).name} ({k})" for p, k in zip(inputs, kinds)) or "no input"
+    _check_inputs(task, kinds, f"{len(inputs)}: {got}", mask is not None)
+    media = [read_media_file(p) for p in inputs]
+    mask_media = None if mask is None else read_media_file(mask)
     return condition_from_media(task, media, prompt, mask_media, **kwargs)

@@ -19,9 +19,11 @@ from collections.abc import Callable
 import torch
 
 from model.condition_grid import condition_grid
-from model.conditions import SIZE_MULTIPLE, Clip, benchmark_condition, build_condition, draw_params
-from model.task_inputs import DEFAULT_FRAMES, condition_from_files, fit, read_media
+from model.conditions import Clip, benchmark_condition, build_condition, draw_params
+from model.geometry import coded_length, floor_size, size_problem
+from model.task_inputs import DEFAULT_FRAMES, condition_from_files, read_media_file
 from model.tasks import TASKS, Task, get_task
+from pipeline.contract.frames import cover_crop_tensor
 
 DepthFn = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) [-1, 1] -> (N, 1, H, W)
 
@@ -59,20 +61,20 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 352x640; got {text!r}") from None
-    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
-        raise argparse.ArgumentTypeError(f"H and W must be multiples of {SIZE_MULTIPLE}; got {text}")
+    if problem := size_problem(h, w):
+        raise argparse.ArgumentTypeError(problem)
     return h, w
 
 
 def clip_from_file(task: Task, path: str, args: argparse.Namespace, depth_fn: DepthFn | None) -> Clip:
     """One file -> the clip the benchmark/training builders take: frames cropped to multiples of 16,
     T = 4k+1 frames (or the first frame for an image task), depth maps, the caption."""
-    frames = read_media(path, args.max_frames)  # (3, T, H, W)
+    frames = read_media_file(path, args.max_frames)  # (3, T, H, W)
     if task.is_video and frames.shape[1] == 1:
         raise ValueError(f"task {task.id} ({task.prompt_name}) shows a video condition: --input must be a video")
     h, w = frames.shape[-2:]
-    frames = fit(frames, args.size or (h // SIZE_MULTIPLE * SIZE_MULTIPLE, w // SIZE_MULTIPLE * SIZE_MULTIPLE))
-    frames = frames[:, : (frames.shape[1] - 1) // 4 * 4 + 1] if task.is_video else frames[:, :1]
+    frames = cover_crop_tensor(frames, args.size or floor_size(h, w))
+    frames = frames[:, : coded_length(frames.shape[1])] if task.is_video else frames[:, :1]
     depth = None
     if depth_fn is not None and task.generation:
         with torch.no_grad():

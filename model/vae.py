@@ -12,15 +12,10 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 from torch import nn
 
+from model.geometry import SPATIAL_FACTOR, TEMPORAL_FACTOR, is_coded_length, pixel_frames
+
 MFM_SCALING_FACTOR = 0.958917567  # the MfM release's latent scale (vae/config.json `scaling_factor`)
-SPATIAL_FACTOR = 8
-TEMPORAL_FACTOR = 4
 DEFAULT_TILE_OVERLAP = (1 / 6, 1 / 5)  # diffusers' (height, width) overlap, tuned for CogVideoX's 480 x 720
-
-
-def latent_frames(num_frames: int) -> int:
-    """Latent frames for a clip of `num_frames` pixel frames (1 or 4k + 1)."""
-    return (num_frames - 1) // TEMPORAL_FACTOR + 1
 
 
 class VideoVAE(nn.Module):
@@ -130,7 +125,7 @@ class VideoVAE(nn.Module):
     def encode(
         self, video: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Video (B, 3, T, H, W) in [-1, 1] -> scaled latents (B, 16, (T-1)//4+1, H/8, W/8), float32.
+        """Video (B, 3, T, H, W) in [-1, 1] -> scaled latents (B, 16, t, H/8, W/8), float32 (`geometry.latent_shape`).
 
         The posterior's mode by default; `sample=True` draws from it (with `generator`).
         """
@@ -148,7 +143,7 @@ class VideoVAE(nn.Module):
         video = self.vae.decode(z).sample.float()  # (B, 3, T', H, W)
         # diffusers decodes latent frames in pairs after an odd-sized first group, so an even t yields 4t
         # frames, 4 of them for the first latent frame (which codes one frame). Drop 3, as the MfM release does.
-        expected = (latents.shape[2] - 1) * TEMPORAL_FACTOR + 1
+        expected = pixel_frames(latents.shape[2])
         video = video[:, :, video.shape[2] - expected :]
         return video.clamp(-1.0, 1.0)
 
@@ -158,7 +153,7 @@ def _check_video(video: torch.Tensor) -> None:
     if video.ndim != 5 or video.shape[1] != 3:
         raise ValueError(f"video must be (B, 3, T, H, W) RGB in [-1, 1]; got shape {tuple(video.shape)}")
     _, _, frames, height, width = video.shape
-    if (frames - 1) % TEMPORAL_FACTOR != 0:
+    if not is_coded_length(frames):
         raise ValueError(f"video must have 1 or 4k+1 frames for the CogVideoX VAE; got T={frames}")
     if height % SPATIAL_FACTOR or width % SPATIAL_FACTOR:
         raise ValueError(f"video height and width must be multiples of {SPATIAL_FACTOR}; got {height}x{width}")

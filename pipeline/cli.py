@@ -16,7 +16,7 @@ import sys
 
 from rich.console import Console
 
-from mfm.config_files import ConfigError
+from config_files import ConfigError
 from pipeline.config import CurateConfig, load_config, parse_overrides
 
 

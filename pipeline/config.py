@@ -9,7 +9,7 @@ clip: {min_frames: 97, max_frames: 97, max_side: 1280}
 blur: {threshold: 200}
 motion: {method: auto, raft_weights: /models/raft_large.pth, threshold: 5}
 depth: {model: /models/depth-anything-v2-small}
-proxies: {stages: [128x224, 352x640]}
+proxies: {phases: [128x224, 352x640]}
 text: {model: /models/t5-v1_1-xxl}
 ```
 """
@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mfm import config_files
-from mfm.config_files import apply_overrides, read_yaml, validate
-from pipeline.buckets import DEFAULT_ASPECT_RATIOS, parse_size
+import config_files
+from config_files import apply_overrides, read_yaml, validate
+from pipeline.contract.buckets import DEFAULT_ASPECT_RATIOS, parse_size
 
 
 class _Section(BaseModel):
@@ -76,24 +76,24 @@ class BlurConfig(_Section):
 
 
 class ProxyConfig(_Section):
-    # Training stage sizes "HxW" to store proxies for: each clip again at the size that covers its nearest
-    # aspect-ratio bucket of the stage (the trainer's buckets: the stage's area at `aspect_ratios`), so a
-    # low-resolution stage decodes small media and only crops. []: no proxies.
-    stages: list[str] = Field(default_factory=lambda: ["128x224", "352x640"])
+    # Training phase sizes "HxW" to store proxies for: each clip again at the size that covers its nearest
+    # aspect-ratio bucket of the phase (the trainer's buckets: the phase's area at `aspect_ratios`), so a
+    # low-resolution phase decodes small media and only crops. []: no proxies.
+    phases: list[str] = Field(default_factory=lambda: ["128x224", "352x640"])
     aspect_ratios: list[float] = Field(default_factory=lambda: list(DEFAULT_ASPECT_RATIOS), min_length=1)
     crf: int = Field(18, ge=0, le=51)
 
     @model_validator(mode="after")
-    def _stages(self) -> ProxyConfig:
-        for stage in self.stages:
-            parse_size(stage)
+    def _phases(self) -> ProxyConfig:
+        for phase in self.phases:
+            parse_size(phase)
         if any(r <= 0 for r in self.aspect_ratios):
             raise ValueError(f"aspect_ratios {self.aspect_ratios}: every ratio (width / height) must be > 0")
         return self
 
     @property
-    def sizes(self) -> tuple[tuple[int, int], ...]:
-        return tuple(parse_size(stage) for stage in self.stages)
+    def phase_sizes(self) -> tuple[tuple[int, int], ...]:
+        return tuple(parse_size(phase) for phase in self.phases)
 
 
 class ModelStageConfig(_Section):

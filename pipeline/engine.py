@@ -2,7 +2,7 @@
 
 Stateless stages are Ray tasks (`map_batches` with a function), stages that load a model are actor
 pools (`map_batches` with a class: `setup()` once per actor); both declare fractional CPUs and GPUs.
-The last stage writes Lance fragments on the workers; this driver commits them (tables.py explains the
+The last stage writes Lance fragments on the workers; this driver commits them (commits.py explains the
 order and why a killed run resumes without losing or duplicating a clip). Commit granularity: whenever
 `run.commit_every` sources have completed since the last commit, or `run.commit_interval_s` has passed,
 and once at the end.
@@ -20,8 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import schema, tables
+from pipeline import commits
 from pipeline.config import CurateConfig
+from pipeline.contract import tables
 from pipeline.inputs import list_sources
 from pipeline.progress import CurateProgress
 from pipeline.stages import build_stages
@@ -149,11 +150,11 @@ class Committer:
 
     def commit(self) -> None:
         if self.fragments:
-            self.clips_ds = tables.commit_fragments(self.clips_ds, self.fragments, self.storage)
+            self.clips_ds = commits.commit_fragments(self.clips_ds, self.fragments, self.storage)
             self.fragments = []
         if self.completed:
-            table = rows_to_table([self._source_row(r) for r in self.completed], schema.SOURCES_SCHEMA)
-            self.sources_ds = tables.append_rows(self.sources_ds, table, self.storage)
+            table = rows_to_table([self._source_row(r) for r in self.completed], tables.SOURCES_SCHEMA)
+            self.sources_ds = commits.append_rows(self.sources_ds, table, self.storage)
             self.progress.add_sources(self.completed)
             self.finished += self.completed
             self.completed = []
@@ -179,11 +180,11 @@ def curate(input_uri: str, output: str, cfg: CurateConfig, address: str | None =
     t0 = time.monotonic()
     storage = cfg.storage.lance_options
     listed = list_sources(input_uri, cfg.inputs, cfg.storage.options)  # InputError: nothing started yet
-    clips_ds = tables.open_or_create(output, schema.CLIPS_TABLE, storage)
-    sources_ds = tables.open_or_create(output, schema.SOURCES_TABLE, storage)
-    done = tables.done_source_ids(sources_ds)
+    clips_ds = commits.open_or_create(output, tables.CLIPS_TABLE, storage)
+    sources_ds = commits.open_or_create(output, tables.SOURCES_TABLE, storage)
+    done = commits.done_source_ids(sources_ds)
     summary = RunSummary(inputs=len(listed), skipped_done=sum(s["source_id"] in done for s in listed))
-    summary.orphans_deleted = tables.delete_orphans(clips_ds, done)  # moves clips_ds to the new version
+    summary.orphans_deleted = commits.delete_orphans(clips_ds, done)  # moves clips_ds to the new version
     pending = [s for s in listed if s["source_id"] not in done]
     progress = progress or CurateProgress(len(pending))
     committer = Committer(clips_ds, sources_ds, cfg, progress)
@@ -191,7 +192,7 @@ def curate(input_uri: str, output: str, cfg: CurateConfig, address: str | None =
         init_ray(address, cfg.run.num_cpus)
         _quiet_ray_data()
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        stages = build_stages(cfg, tables.table_uri(output, schema.CLIPS_TABLE), cfg.content_hash(), gpus)
+        stages = build_stages(cfg, commits.table_uri(output, tables.CLIPS_TABLE), cfg.content_hash(), gpus)
         ds = ray.data.from_items(pending, override_num_blocks=min(len(pending), MAX_INPUT_BLOCKS))
         for stage in stages:
             ds = apply_stage(ds, stage)
@@ -204,7 +205,7 @@ def curate(input_uri: str, output: str, cfg: CurateConfig, address: str | None =
                 log.exception("curation stopped early")
             finally:
                 committer.commit()
-                committer.clips_ds = tables.index_clip_ids(committer.clips_ds)
+                committer.clips_ds = commits.index_clip_ids(committer.clips_ds)
     for row in committer.finished:
         if row["src_status"] == "ok":
             summary.sources_ok += 1

@@ -17,8 +17,8 @@ import os
 import posixpath
 from typing import Any
 
-from pipeline import schema
 from pipeline.config import InputConfig
+from pipeline.contract import tables
 from pipeline.ops.media import is_local
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
@@ -47,7 +47,7 @@ def source_row(uri: str, role: str = "clip", caption: str | None = None, caption
     """The fields of one input known before probing."""
     from pipeline.ops.media import media_type_of
 
-    return {"source_uri": uri, "source_id": schema.source_id(uri), "role": role,
+    return {"source_uri": uri, "source_id": tables.source_id(uri), "role": role,
             "media_type": media_type_of(uri), "caption": caption, "caption_uri": caption_uri,
             "edit_target_uri": edit_target_uri, "edit_instruction": edit_instruction}  # fmt: skip
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import schema, tables
+from pipeline import commits
+from pipeline.contract import codecs, tables
 
 _SCALAR_COLUMNS = ["clip_id", "source_uri", "media_type", "n_frames", "duration_s", "width", "height",
                    "source_width", "source_height", "caption", "blur_score", "motion_score", "motion_method",
@@ -62,10 +63,10 @@ def contact_sheet(clips_ds: Any, offsets: list[int], tile_height: int = 120) -> 
     depth_rows = clips_ds.take(offsets, columns=["depth_frames", "depth_min", "depth_max"]).to_pylist()
     rows = []
     for blob, depth_row in zip(blobs, depth_rows, strict=True):
-        frames = schema.decode_video(blob.readall())  # (T, H, W, 3)
+        frames = codecs.decode_video(blob.readall())  # (T, H, W, 3)
         depth = None
         if depth_row["depth_frames"]:
-            depth = schema.decode_depth(depth_row["depth_frames"], depth_row["depth_min"], depth_row["depth_max"])
+            depth = codecs.decode_depth(depth_row["depth_frames"], depth_row["depth_min"], depth_row["depth_max"])
         tiles = []
         for t in sorted({0, len(frames) // 2, len(frames) - 1}):
             tiles.append(frames[t])
@@ -97,8 +98,8 @@ def png_bytes(image: np.ndarray) -> bytes:
 def write_report(output: str, out_html: str | Path, n_clips: int = 8, storage_options: dict | None = None,
                  sheet_png: str | Path | None = None) -> Path:  # fmt: skip
     """Read the tables under `output` and write the report to `out_html` (and the sheet to `sheet_png`)."""
-    clips_ds = tables.open_or_create(output, schema.CLIPS_TABLE, storage_options)
-    sources_ds = tables.open_or_create(output, schema.SOURCES_TABLE, storage_options)
+    clips_ds = commits.open_or_create(output, tables.CLIPS_TABLE, storage_options)
+    sources_ds = commits.open_or_create(output, tables.SOURCES_TABLE, storage_options)
     clips = clips_ds.to_table(columns=_SCALAR_COLUMNS).to_pylist()
     sources = sources_ds.to_table(columns=["uri", "status", "error_kind", "error", "n_clips", "n_clips_passed"])
     sources = sources.to_pylist()

@@ -1,5 +1,5 @@
 """Fixtures for the generation and benchmark tests: a tiny pipeline root and a `clips` table built with the
-curation schema's own encoders (pipeline.schema), with known blur / motion scores and frame counts."""
+contract's own encoders (pipeline.contract), with known blur / motion scores and frame counts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from mfm.synthetic import moving_frames
 from model.mfm import MFM_CONFIGS, MfM
 from model.tiny_pretrained import write_tiny_pretrained
-from pipeline import schema
+from pipeline.contract import codecs, tables
 
 
 def randomize(model: MfM, seed: int = 0, std: float = 0.05) -> MfM:
@@ -37,15 +37,15 @@ def clip_row(uri: str, frames: np.ndarray, caption: str, blur: float, motion: fl
              passed: bool = True, media_type: str = "video") -> dict:
     """One `clips` row (every contract column) for uint8 frames (T, H, W, 3)."""
     t, h, w, _ = frames.shape
-    video = schema.encode_video(frames, fps) if t > 1 else schema.encode_image(frames[0])
+    video = codecs.encode_video(frames, fps) if t > 1 else codecs.encode_image(frames[0])
     return {
-        "clip_id": schema.clip_id(uri, 0, t), "source_id": schema.source_id(uri), "source_uri": uri,
+        "clip_id": tables.clip_id(uri, 0, t), "source_id": tables.source_id(uri), "source_uri": uri,
         "role": "clip", "media_type": media_type, "frame_start": 0, "frame_end": t, "n_frames": t,
         "fps": fps, "duration_s": t / fps, "source_width": w, "source_height": h, "width": w, "height": h,
         "caption": caption, "edit_target_clip_id": None, "edit_instruction": None, "blur_score": blur,
         "motion_score": motion, "motion_method": "farneback", "passed": passed,
         "reject_reason": None if passed else "low_motion", "error": None,
-        "video": video if passed else None, "video_format": schema.VIDEO_FORMAT_MP4 if passed else None,
+        "video": video if passed else None, "video_format": tables.VIDEO_FORMAT_MP4 if passed else None,
         "depth_frames": None, "depth_min": None, "depth_max": None, "depth_model": None, "text_emb": None,
         "text_emb_tokens": None, "text_emb_dim": None, "text_encoder": None, "vae_latents": None, "vae_model": None,
         "config_hash": "test", "created_at": datetime.now(UTC),
@@ -53,8 +53,8 @@ def clip_row(uri: str, frames: np.ndarray, caption: str, blur: float, motion: fl
 
 
 def write_clips_table(uri: str | Path, rows: list[dict]) -> str:
-    table = pa.Table.from_pylist(rows, schema=schema.CLIPS_SCHEMA)
-    lance.write_dataset(table, str(uri), schema=schema.CLIPS_SCHEMA, data_storage_version=schema.LANCE_STORAGE_VERSION)
+    table = pa.Table.from_pylist(rows, schema=tables.CLIPS_SCHEMA)
+    lance.write_dataset(table, str(uri), schema=tables.CLIPS_SCHEMA, data_storage_version=tables.LANCE_STORAGE_VERSION)
     return str(uri)
 
 

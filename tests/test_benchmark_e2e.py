@@ -17,7 +17,7 @@ from bench_fixtures import clip_row, moving_clips, tiny_pipeline, write_clips_ta
 from benchmark.build import Selection, build_benchmark
 from benchmark.cli import main as benchmark_main
 from benchmark.metrics import write_random_feature_weights
-from benchmark.table import params_from_json, read_media, read_samples
+from benchmark.table import params_from_json, read_sample_media, read_samples
 from mfm.synthetic import moving_frames, write_video
 from model.conditions import benchmark_condition
 from model.tasks import TASKS, get_task
@@ -74,11 +74,11 @@ def test_build_selects_by_appendix_a_and_conditions_every_task(bench, clips):
     assert {s.clip_id for s in samples} <= eligible  # the blurry, still, short and rejected clips never appear
     for sample in samples:
         task = get_task(sample.task)
-        gt = read_media(ds, sample, "gt")
+        gt = read_sample_media(ds, sample, "gt")
         assert gt.shape == (3, FRAMES if task.is_video else 1, *SIZE)
         cond = benchmark_condition(task, sample.clip(gt), sample.seed, extra=task.generate_extra)
         assert cond.params == params_from_json(sample.params) and cond.prompt == sample.prompt
-        mask = read_media(ds, sample, "mask")[0] > 0  # stored mask (white = given)
+        mask = read_sample_media(ds, sample, "mask")[0] > 0  # stored mask (white = given)
         assert torch.equal(mask, cond.mask[0] > 0.5), sample.sample_id
     edits = [s for s in samples if get_task(s.task).is_edit]
     assert all(s.prompt.startswith(f"change the {s.media_type} to ") for s in edits)

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from transformers import DPTImageProcessor
 
 from model.depth import DepthEstimator, model_input_size
+from model.geometry import latent_frames
 from model.text_encoder import MAX_LENGTH, TextEncoder, normalize_prompt
 from model.tiny_pretrained import write_tiny_pretrained
-from model.vae import MFM_SCALING_FACTOR, VideoVAE, latent_frames
+from model.vae import MFM_SCALING_FACTOR, VideoVAE
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from benchmark.generate import depth_on_given_frames, load_models, main
 from mfm.synthetic import moving_frames, write_image, write_video
 from model.mfm import MfM
 from model.release import export_release
-from model.task_inputs import condition_from_media, read_media
+from model.task_inputs import condition_from_media, read_media_file
 
 SIZE = ["--height", "32", "--width", "32", "--frames", "9", "--steps", "2"]
 
@@ -69,14 +69,14 @@ def test_video_is_mp4_image_is_png_and_a_seed_reproduces_its_sample(pipe, inputs
     assert generate(pipe, *i2v, "--seed", "7", "--out", str(tmp_path / "a.mp4")) == 0
     assert generate(pipe, *i2v, "--seed", "7", "--out", str(tmp_path / "b.mp4")) == 0
     assert generate(pipe, *i2v, "--seed", "8", "--out", str(tmp_path / "c.mp4")) == 0
-    a, b, c = (read_media(tmp_path / f"{n}.mp4") for n in "abc")
+    a, b, c = (read_media_file(tmp_path / f"{n}.mp4") for n in "abc")
     assert a.shape == (3, 9, 32, 32)
     assert torch.equal(a, b)
     assert (a - c).abs().mean() > 1e-3
 
     t2i = ["--task", "t2i", "--prompt", "a wall", "--out", str(tmp_path / "d.png")]
     assert main(["--checkpoint", str(pipe), "--height", "32", "--width", "48", "--steps", "2", *t2i]) == 0
-    assert read_media(tmp_path / "d.png").shape == (3, 1, 32, 48)
+    assert read_media_file(tmp_path / "d.png").shape == (3, 1, 32, 48)
 
 
 def test_batch_mode_runs_every_line(pipe, inputs, tmp_path):
@@ -89,9 +89,9 @@ def test_batch_mode_runs_every_line(pipe, inputs, tmp_path):
     batch = tmp_path / "jobs.jsonl"
     batch.write_text("\n".join(json.dumps(j) for j in jobs) + "\n")
     assert generate(pipe, "--batch", str(batch)) == 0
-    assert read_media(tmp_path / "flf2v.mp4").shape == (3, 9, 32, 32)
-    assert read_media(tmp_path / "vcolor.mp4").shape == (3, 9, 32, 32)  # 13 frames cut to 9 (4k+1)
-    assert read_media(tmp_path / "icolor.png").shape == (3, 1, 32, 32)
+    assert read_media_file(tmp_path / "flf2v.mp4").shape == (3, 9, 32, 32)
+    assert read_media_file(tmp_path / "vcolor.mp4").shape == (3, 9, 32, 32)  # 13 frames cut to 9 (4k+1)
+    assert read_media_file(tmp_path / "icolor.png").shape == (3, 1, 32, 32)
 
 
 def test_depth_joins_on_the_given_frames_of_generation_tasks_only(pipe):
@@ -113,4 +113,4 @@ def test_released_pipeline_folder_gives_the_same_sample_as_our_checkpoint(pipe, 
     i2v = ["--task", "i2v", "--prompt", "a wall", "--image", str(inputs["image"]), "--seed", "3"]
     assert generate(pipe, *i2v, "--out", str(tmp_path / "ours.mp4")) == 0
     assert generate(release, *i2v, "--out", str(tmp_path / "released.mp4")) == 0
-    assert torch.equal(read_media(tmp_path / "ours.mp4"), read_media(tmp_path / "released.mp4"))
+    assert torch.equal(read_media_file(tmp_path / "ours.mp4"), read_media_file(tmp_path / "released.mp4"))

@@ -8,9 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mfm.config_files import ConfigError
-from pipeline import cli, schema
+from config_files import ConfigError
+from pipeline import cli
 from pipeline.config import load_config
+from pipeline.contract import tables
 from pipeline.inputs import InputError, list_sources
 
 
@@ -24,7 +25,7 @@ def test_folder_lists_media_with_sidecar_captions(tmp_path):
     assert set(by_name) == {"a.mp4", "b.MOV", "c.png"}
     assert by_name["a.mp4"]["caption_uri"] == str(tmp_path / "a.txt") and by_name["c.png"]["caption_uri"] is None
     assert by_name["c.png"]["media_type"] == "image" and by_name["a.mp4"]["media_type"] == "video"
-    assert by_name["a.mp4"]["source_id"] == schema.source_id(str(tmp_path / "a.mp4"))
+    assert by_name["a.mp4"]["source_id"] == tables.source_id(str(tmp_path / "a.mp4"))
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])

@@ -1,4 +1,4 @@
-"""pipeline/ops and pipeline/schema on synthetic media with known answers (no Ray)."""
+"""pipeline/ops and the contract's codecs and frames on synthetic media with known answers (no Ray)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import video_fixtures as vf
 
-from pipeline import schema
+from pipeline.contract import codecs, tables
+from pipeline.contract.frames import frames_to_tensor
 from pipeline.ops import blur, media, motion, shots
 
 SIZE = (128, 160)  # (H, W); RAFT needs >= 128 px on both sides at the analysis size
@@ -102,76 +103,76 @@ def test_probe_reads_the_truth(tmp_path):
 
 def test_stored_media_round_trips(tmp_path):
     frames = np.stack([np.roll(vf.texture(64, 80, sigma=4.0), k, axis=1) for k in range(9)])  # smooth: 4:2:0 keeps it
-    decoded = schema.decode_video(schema.encode_video(frames, 24.0, crf=10))
+    decoded = codecs.decode_video(codecs.encode_video(frames, 24.0, crf=10))
     assert decoded.shape == frames.shape
     assert np.abs(decoded.astype(float) - frames).mean() < 5
     image = frames[0]
-    np.testing.assert_array_equal(schema.decode_video(schema.encode_image(image))[0], image)  # PNG: lossless
-    tensor = schema.frames_to_tensor(decoded)
+    np.testing.assert_array_equal(codecs.decode_video(codecs.encode_image(image))[0], image)  # PNG: lossless
+    tensor = frames_to_tensor(decoded)
     assert tensor.shape == (3, 9, 64, 80) and tensor.min() >= -1 and tensor.max() <= 1
 
 
 def test_depth_codec_keeps_raw_depth():
     rng = np.random.default_rng(0)
     depth = rng.random((5, 32, 48)).astype(np.float32) * 40 + np.arange(5)[:, None, None]
-    pngs, lo, hi = schema.encode_depth(depth)
-    back = schema.decode_depth(pngs, lo, hi)
+    pngs, lo, hi = codecs.encode_depth(depth)
+    back = codecs.decode_depth(pngs, lo, hi)
     assert back.dtype == np.float32 and back.shape == depth.shape
     assert np.abs(back - depth).max() <= 40 / 65535 + 1e-4
-    flat = schema.decode_depth(*schema.encode_depth(np.full((1, 4, 4), 3.0)))
+    flat = codecs.decode_depth(*codecs.encode_depth(np.full((1, 4, 4), 3.0)))
     np.testing.assert_allclose(flat, 3.0)
 
 
 def test_text_embedding_codec_pads_to_77():
     emb = np.random.default_rng(0).standard_normal((77, 32)).astype(np.float32)
     keep = np.arange(77) < 9
-    data, n, dim = schema.encode_text_embedding(emb, keep)
-    padded, mask = schema.decode_text_embedding(data, n, dim)
+    data, n, dim = codecs.encode_text_embedding(emb, keep)
+    padded, mask = codecs.decode_text_embedding(data, n, dim)
     assert (n, dim, padded.shape, int(mask.sum())) == (9, 32, (77, 32), 9)
     np.testing.assert_allclose(padded[:9], emb[:9], atol=2e-3)
     assert not padded[9:].any()
 
 
 def test_clip_ids_are_deterministic():
-    a = schema.clip_id("s3://b/v.mp4", 0, 97)
-    assert a == schema.clip_id("s3://b/v.mp4", 0, 97)
-    assert len({a, schema.clip_id("s3://b/v.mp4", 97, 194), schema.clip_id("s3://b/w.mp4", 0, 97)}) == 3
-    assert schema.source_id("x") == schema.source_id("x") != schema.source_id("y")
+    a = tables.clip_id("s3://b/v.mp4", 0, 97)
+    assert a == tables.clip_id("s3://b/v.mp4", 0, 97)
+    assert len({a, tables.clip_id("s3://b/v.mp4", 97, 194), tables.clip_id("s3://b/w.mp4", 0, 97)}) == 3
+    assert tables.source_id("x") == tables.source_id("x") != tables.source_id("y")
 
 
 def test_schemas_are_versioned():
-    for name, table_schema in schema.SCHEMAS.items():
-        assert schema.check_schema(table_schema, name, writing=True) == schema.SCHEMA_VERSION
-    assert schema.CLIPS_SCHEMA.field("video").metadata == {b"lance-encoding:blob": b"true"}
+    for name, table_schema in tables.SCHEMAS.items():
+        assert tables.check_schema(table_schema, name, writing=True) == tables.SCHEMA_VERSION
+    assert tables.CLIPS_SCHEMA.field("video").metadata == {b"lance-encoding:blob": b"true"}
     with pytest.raises(ValueError, match="schema version"):
-        schema.check_schema(schema.CLIPS_SCHEMA.with_metadata({}), "clips")
+        tables.check_schema(tables.CLIPS_SCHEMA.with_metadata({}), "clips")
     # A version-1 table (before `proxies`) is read, not written to.
-    v1 = schema.CLIPS_SCHEMA.remove(schema.CLIPS_SCHEMA.get_field_index("proxies"))
-    v1 = v1.with_metadata({schema.SCHEMA_VERSION_KEY: "1", schema.TABLE_KEY: "clips"})
-    assert schema.check_schema(v1, "clips") == "1"
+    v1 = tables.CLIPS_SCHEMA.remove(tables.CLIPS_SCHEMA.get_field_index("proxies"))
+    v1 = v1.with_metadata({tables.SCHEMA_VERSION_KEY: "1", tables.TABLE_KEY: "clips"})
+    assert tables.check_schema(v1, "clips") == "1"
     with pytest.raises(ValueError, match="schema version 1; this version of curation writes 2"):
-        schema.check_schema(v1, "clips", writing=True)
+        tables.check_schema(v1, "clips", writing=True)
     with pytest.raises(ValueError, match="lacks columns"):
-        schema.check_schema(schema.CLIPS_SCHEMA.remove(0), "clips")
+        tables.check_schema(tables.CLIPS_SCHEMA.remove(0), "clips")
 
 
 def test_depth_stack_codec_is_the_png_quantisation():
     rng = np.random.default_rng(0)
     depth = rng.uniform(0.5, 20.0, (6, 24, 40)).astype(np.float32)
     depth[3] = 7.0  # a flat frame
-    data, lows, highs = schema.encode_depth_stack(depth)
-    stack = schema.decode_depth_stack(data, lows, highs, 24, 40)
-    pngs = schema.decode_depth(*schema.encode_depth(depth))
+    data, lows, highs = codecs.encode_depth_stack(depth)
+    stack = codecs.decode_depth_stack(data, lows, highs, 24, 40)
+    pngs = codecs.decode_depth(*codecs.encode_depth(depth))
     np.testing.assert_array_equal(stack, pngs)  # the same 16-bit values, another container
     np.testing.assert_allclose(stack, depth, atol=(19.5 / 65535) / 2 * 1.01)
-    np.testing.assert_array_equal(schema.decode_depth_stack(data, lows, highs, 24, 40, [5, 3]), stack[[5, 3]])
+    np.testing.assert_array_equal(codecs.decode_depth_stack(data, lows, highs, 24, 40, [5, 3]), stack[[5, 3]])
 
 
 def test_decode_video_picks_frames(tmp_path):
     frames = np.stack([np.full((16, 32, 3), 20 * i, np.uint8) for i in range(8)])
-    data = schema.encode_video(frames, 24.0, crf=0)
-    every = schema.decode_video(data)
-    np.testing.assert_array_equal(schema.decode_video(data, [6, 1, 1]), every[[6, 1, 1]])
+    data = codecs.encode_video(frames, 24.0, crf=0)
+    every = codecs.decode_video(data)
+    np.testing.assert_array_equal(codecs.decode_video(data, [6, 1, 1]), every[[6, 1, 1]])
     with pytest.raises(ValueError, match=r"frames \[9\] asked for, but the video has 8 frames"):
-        schema.decode_video(data, [2, 9])
+        codecs.decode_video(data, [2, 9])
 

@@ -20,8 +20,9 @@ import lance
 import pytest
 import video_fixtures as vf
 
-from pipeline import cli, schema
+from pipeline import cli
 from pipeline.config import load_config
+from pipeline.contract import codecs, tables
 from pipeline.engine import curate
 
 pytestmark = pytest.mark.slow
@@ -131,7 +132,34 @@ def test_edit_target_lookup_is_an_index_query(curated):
     plan = ds.scanner(columns=["caption"], filter=f"clip_id = '{pair['edit_target_clip_id']}'").explain_plan()
     assert "ScalarIndexQuery" in plan, plan  # the BTREE index on clip_id, not a scan of every row
     target = read_edit_target(ds, pair["edit_target_clip_id"])
-    assert schema.decode_video(target["video"].readall()).shape[0] > 1  # the target's clip
+    assert codecs.decode_video(target["video"].readall()).shape[0] > 1  # the target's clip
+
+
+READ_BACK_COLUMNS = ["clip_id", "n_frames", "motion_score", "video", "depth_frames", "depth_min", "depth_max",
+                     "text_emb", "text_emb_tokens", "text_emb_dim"]  # fmt: skip
+
+
+def decoded_clips(batch, **_):
+    """`to_tensor_fn` of the Lance torch loader: the contract's columns decoded with the contract's codecs."""
+    import numpy as np
+    import torch
+
+    from pipeline.contract.codecs import decode_depth, decode_text_embedding, decode_video
+    from pipeline.contract.frames import frames_to_tensor
+
+    cols = {name: batch[name] for name in READ_BACK_COLUMNS}
+    depths = zip(*(cols[k].to_pylist() for k in ("depth_frames", "depth_min", "depth_max")), strict=True)
+    texts = zip(*(cols[k].to_pylist() for k in ("text_emb", "text_emb_tokens", "text_emb_dim")), strict=True)
+    embs, keeps = zip(*(decode_text_embedding(*row) for row in texts), strict=True)
+    return {
+        "clip_id": cols["clip_id"].to_pylist(),
+        "n_frames": cols["n_frames"].to_pylist(),
+        "video": [frames_to_tensor(decode_video(blob.readall())) for blob in cols["video"]],  # blob files
+        "depth": [torch.from_numpy(decode_depth(*row))[None] for row in depths],  # (1, T, H, W) each
+        "text_emb": torch.from_numpy(np.stack(embs)),  # (B, 77, D)
+        "text_keep": torch.from_numpy(np.stack(keeps)),  # (B, 77)
+        "motion_score": torch.tensor([m or 0.0 for m in cols["motion_score"].to_pylist()], dtype=torch.float32),
+    }
 
 
 def test_clips_read_back_through_the_lance_torch_loader(curated):
@@ -139,8 +167,8 @@ def test_clips_read_back_through_the_lance_torch_loader(curated):
     from lance.sampler import ShardedFragmentSampler
     from lance.torch.data import LanceDataset
 
-    dataset = LanceDataset(str(curated / "clips.lance"), batch_size=2, columns=schema.TRAIN_COLUMNS, filter="passed",
-                           sampler=ShardedFragmentSampler(rank=0, world_size=1), to_tensor_fn=schema.to_training_batch)
+    dataset = LanceDataset(str(curated / "clips.lance"), batch_size=2, columns=READ_BACK_COLUMNS, filter="passed",
+                           sampler=ShardedFragmentSampler(rank=0, world_size=1), to_tensor_fn=decoded_clips)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, multiprocessing_context="spawn")
     seen = []
     for batch in loader:
@@ -220,7 +248,7 @@ def test_crash_between_the_two_commits_is_repaired(ray_address, many, unbroken, 
     out = work / "between"
     curate(str(folder), str(out), load_config(config))
     sources = lance.dataset(str(out / "sources.lance"))
-    victim = schema.source_id(str(folder / "v3.mp4"))
+    victim = tables.source_id(str(folder / "v3.mp4"))
     sources.delete(f"source_id = '{victim}'")  # as if killed after committing clips, before sources
     summary = curate(str(folder), str(out), load_config(config))
     assert summary.orphans_deleted == 3 and summary.sources_ok == 1 and summary.skipped_done == 7

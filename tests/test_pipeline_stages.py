@@ -7,8 +7,8 @@ import pytest
 import torch
 import video_fixtures as vf
 
-from pipeline import schema
 from pipeline.config import load_config
+from pipeline.contract import codecs, tables
 from pipeline.inputs import source_row
 from pipeline.stages import build_stages
 from pipeline.stages.base import Resources, Stage
@@ -60,7 +60,7 @@ def test_shot_split_cuts_windows_and_images(tmp_path):
     assert spans == [(0, 17, None), (17, 20, "too_short"), (20, 37, None), (37, 41, "too_short"),
                      (41, 58, None), (58, 60, "too_short")]  # fmt: skip
     assert {r["src_n_shots"] for r in rows[:-1]} == {3} and {r["src_n_clips"] for r in rows[:-1]} == {6}
-    assert rows[0]["clip_id"] == schema.clip_id(str(video), 0, 17)
+    assert rows[0]["clip_id"] == tables.clip_id(str(video), 0, 17)
     assert (rows[0]["width"], rows[0]["height"], rows[0]["fps"]) == (80, 64, 24.0)
     still = rows[-1]
     assert (still["media_type"], still["frame_start"], still["frame_end"], still["n_frames"]) == ("image", 0, 1, 1)
@@ -75,8 +75,8 @@ def test_edit_pairs_link_source_to_target_by_span(tmp_path):
                              source_row(str(dst), "edit_target", None, None, None, "make it red")])  # fmt: skip
     sources = [r for r in rows if r["role"] == "edit_source"]
     targets = {r["clip_id"] for r in rows if r["role"] == "edit_target"}
-    assert [r["edit_target_clip_id"] for r in sources] == [schema.clip_id(str(dst), 0, 17),
-                                                           schema.clip_id(str(dst), 17, 30)]  # fmt: skip
+    assert [r["edit_target_clip_id"] for r in sources] == [tables.clip_id(str(dst), 0, 17),
+                                                           tables.clip_id(str(dst), 17, 30)]  # fmt: skip
     assert {r["edit_target_clip_id"] for r in sources} == targets
 
 
@@ -127,13 +127,13 @@ def test_model_stages_with_tiny_models(tmp_path):
         rows = stage.process(rows)
     row = rows[0]
     assert row.get("error") is None, row["error"]
-    frames = schema.decode_video(row["video"])
+    frames = codecs.decode_video(row["video"])
     assert frames.shape == (9, 64, 80, 3) and row["video_format"] == "mp4/h264"
-    depth = schema.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])
+    depth = codecs.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])
     assert depth.shape == (9, 64, 80) and depth.min() >= 0 and depth.std() > 0
-    latents = schema.decode_latents(row["vae_latents"][0])
+    latents = codecs.decode_latents(row["vae_latents"][0])
     assert row["vae_latents"][0]["bucket"] == "48x64" and latents.shape == (16, 3, 6, 8)
-    emb, keep = schema.decode_text_embedding(row["text_emb"], row["text_emb_tokens"], row["text_emb_dim"])
+    emb, keep = codecs.decode_text_embedding(row["text_emb"], row["text_emb_tokens"], row["text_emb_dim"])
     assert emb.shape == (77, row["text_emb_dim"]) and 0 < keep.sum() == row["text_emb_tokens"]
 
 
@@ -150,7 +150,7 @@ def test_depth_stage_in_bf16_is_close_to_fp32(tmp_path):
         stage.setup()
         assert stage.model.model.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         row = stage.process([dict(r) for r in rows])[0]
-        depth[precision] = schema.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])
+        depth[precision] = codecs.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])
     err = np.abs(depth["bf16"] - depth["fp32"]).mean() / np.abs(depth["fp32"]).mean()
     assert 0 < err < 0.02, err  # bf16 rounding (8 bits of mantissa), not another answer
     with pytest.raises(Exception, match="precision"):
@@ -167,7 +167,7 @@ def _luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_proxies_cover_each_stage_bucket_and_hold_the_same_frames_and_depth(tmp_path):
     import cv2
 
-    from pipeline.buckets import aspect_buckets, cover_size, nearest_bucket
+    from pipeline.contract.buckets import aspect_buckets, cover_size, nearest_bucket
 
     video = vf.write_moving_pattern(tmp_path / "m.mp4", 9, (128, 160), (2.0, 0.0), seed=1)
     image = vf.write_image(tmp_path / "still.png", (96, 128))
@@ -175,28 +175,28 @@ def test_proxies_cover_each_stage_bucket_and_hold_the_same_frames_and_depth(tmp_
         _split(tmp_path, [source_row(str(video)), source_row(str(image))]))  # fmt: skip
     y, x = np.mgrid[0:128, 0:160].astype(np.float32)
     depth = np.stack([2.0 + y / 16 + np.sin(x / 9 + t) for t in range(9)])  # (T, H, W) smooth, known
-    rows[0]["depth_frames"], rows[0]["depth_min"], rows[0]["depth_max"] = schema.encode_depth(depth)
-    stages = ((32, 48), (64, 80), (256, 256))  # the last is larger than the clips: no proxy for it
-    rows = ProxyStage(stages=stages, aspect_ratios=(0.75, 1.0, 1.25)).process(rows)
+    rows[0]["depth_frames"], rows[0]["depth_min"], rows[0]["depth_max"] = codecs.encode_depth(depth)
+    phases = ((32, 48), (64, 80), (256, 256))  # the last is larger than the clips: no proxy for it
+    rows = ProxyStage(phases=phases, aspect_ratios=(0.75, 1.0, 1.25)).process(rows)
     clip, still = rows
     assert clip.get("error") is None and still.get("error") is None
-    frames = schema.decode_video(clip["video"])  # (9, 128, 160, 3)
+    frames = codecs.decode_video(clip["video"])  # (9, 128, 160, 3)
     for row, (h, w) in ((clip, (128, 160)), (still, (96, 128))):
         sizes = [(p["height"], p["width"]) for p in row["proxies"]]
-        want = [cover_size(h, w, nearest_bucket(h, w, aspect_buckets(*s, (0.75, 1.0, 1.25)))) for s in stages[:2]]
+        want = [cover_size(h, w, nearest_bucket(h, w, aspect_buckets(*s, (0.75, 1.0, 1.25)))) for s in phases[:2]]
         assert sizes == sorted(set(want), key=lambda s: s[0] * s[1])  # smallest first
-    for proxy, stage in zip(clip["proxies"], stages, strict=False):
-        bucket = nearest_bucket(128, 160, aspect_buckets(*stage, (0.75, 1.0, 1.25)))
+    for proxy, phase in zip(clip["proxies"], phases, strict=False):
+        bucket = nearest_bucket(128, 160, aspect_buckets(*phase, (0.75, 1.0, 1.25)))
         size = (proxy["height"], proxy["width"])
         assert size[0] >= bucket[0] and size[1] >= bucket[1] and size[0] % 2 == 0 == size[1] % 2
         assert bucket[0] == size[0] or bucket[1] == size[1]  # covers tightly: the trainer only crops
-        small = schema.decode_video(proxy["video"])
+        small = codecs.decode_video(proxy["video"])
         want = np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in frames])
         assert small.shape == (9, *size, 3) and _luma_psnr(small, want) > 30
-        got = schema.decode_depth_stack(proxy["depth"], proxy["depth_min"], proxy["depth_max"], *size)
+        got = codecs.decode_depth_stack(proxy["depth"], proxy["depth_min"], proxy["depth_max"], *size)
         want = np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in depth])
         np.testing.assert_allclose(got, want, atol=1e-3)
-    assert schema.decode_video(still["proxies"][0]["video"]).shape[0] == 1 and still["proxies"][0]["depth"] is None
+    assert codecs.decode_video(still["proxies"][0]["video"]).shape[0] == 1 and still["proxies"][0]["depth"] is None
 
 
 def test_stages_declare_resources_and_columns():

@@ -6,27 +6,28 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from mfm.config_files import ConfigError
+from config_files import ConfigError
+from model.geometry import sample_tokens
 from trainer import train
-from trainer.configs import PRESETS, deepspeed_config, load_config, sample_tokens
+from trainer.configs import PRESETS, deepspeed_config, load_config
 
 REQUIRED = {"data.table": "clips.lance", "frozen.root": "models"}
 
 
 @pytest.mark.parametrize("size", ["2b", "8b"])
-def test_stage_presets_carry_table_3(size):
-    table3 = {  # stage: (lr, bs/GPU, SP, iterations, (T, H, W))
+def test_phase_presets_carry_table_3(size):
+    table3 = {  # phase: (lr, bs/GPU, SP, iterations, (T, H, W))
         "128px": (1e-4, 16, 1, 170_000, (49, 128, 224)),
         "360px": (8e-5, 2, 1, 100_000, (89, 352, 640)),
         "720px": (5e-5, 1, 2, 50_000, (97, 720, 1280)),
         "multires": (5e-5, 1, 2, 40_000, (97, 720, 1280)),
     }
-    for stage, (lr, bs, sp, steps, size_thw) in table3.items():
-        cfg = load_config(overrides=REQUIRED, preset=f"{size}_{stage}")
+    for phase, (lr, bs, sp, steps, size_thw) in table3.items():
+        cfg = load_config(overrides=REQUIRED, preset=f"{size}_{phase}")
         d = cfg.data
         got = (cfg.optim.lr, cfg.batch_size, cfg.parallel.sp, cfg.steps, (d.frames, d.height, d.width))
-        assert got == (lr, bs, sp, steps, size_thw), stage
-        assert cfg.model.size == size and cfg.stage == stage
+        assert got == (lr, bs, sp, steps, size_thw), phase
+        assert cfg.model.size == size and cfg.phase == phase
     multires = load_config(overrides=REQUIRED, preset=f"{size}_multires").data.packing
     assert multires.enabled and multires.max_tokens == sample_tokens(97, 720, 1280) == 25 * 45 * 80
     share = load_config(overrides=REQUIRED, preset=f"{size}_128px").data.image_share

@@ -161,11 +161,11 @@ def test_edit_pair_is_one_sample_with_the_target_frames_and_the_source_beside_th
 
 
 def test_proxy_sample_is_the_stored_clip_sample_from_smaller_media(curated):
-    """The table's 32x44 proxies (curation `proxies.stages: [32x32]`) make 32x32 samples by a crop alone; the
+    """The table's 32x44 proxies (curation `proxies.phases: [32x32]`) make 32x32 samples by a crop alone; the
     same draw from the stored 48x64 clips gives nearly the same pixels and depth. (The 32x48 bucket of `spec()`
     is not covered by them: the other tests read the stored clips, their depth through `read_columns`.)"""
-    from pipeline import schema
-    from pipeline.ops.media import cover_crop
+    from pipeline.contract import codecs
+    from pipeline.contract.frames import cover_crop
     from trainer.data import READ_COLUMNS, covering_proxy, decode_sample, take_row
 
     ds = open_clips(curated.table, curated.version_before_broken, {})
@@ -192,5 +192,5 @@ def test_proxy_sample_is_the_stored_clip_sample_from_smaller_media(curated):
     assert small.depth is not None and full.depth is not None
     assert (small.depth.float() - full.depth.float()).abs().mean() < 0.05 * full.depth.float().abs().mean()
     # Known answer: each proxy-path frame is a crop of one of the proxy's own frames, no resampling.
-    crops = torch.from_numpy(cover_crop(schema.decode_video(proxy["video"]), 32, 32)).permute(0, 3, 1, 2)
+    crops = torch.from_numpy(cover_crop(codecs.decode_video(proxy["video"]), 32, 32)).permute(0, 3, 1, 2)
     assert all(any(torch.equal(small.frames[:, t], c) for c in crops) for t in range(9))

@@ -55,7 +55,7 @@ def curated(tmp_path_factory) -> Curated:
         "blur: {threshold: 0}\n"
         "motion: {threshold: 0.5, analysis_short_side: 48, n_pairs: 2}\n"
         f"depth: {{model: {tiny / 'depth'}}}\n"
-        "proxies: {stages: [32x32], aspect_ratios: [1.0]}\n"  # the tiny preset's one bucket: 48x64 -> 32x44
+        "proxies: {phases: [32x32], aspect_ratios: [1.0]}\n"  # the tiny preset's one bucket: 48x64 -> 32x44
         f"text: {{model: {tiny}}}\n"
         f"run: {{cache_dir: {root / 'cache'}, num_cpus: 2}}\n"
     )

@@ -25,6 +25,7 @@ from model.flow import interpolate, model_timestep, sample_t, shift_t, velocity_
 from model.task_sampling import sample_training_condition
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
+from pipeline.contract.frames import to_signed
 from trainer.configs import FlowConfig
 from trainer.data import Sample
 from trainer.step import PreparedBatch
@@ -49,9 +50,9 @@ class BatchBuilder:
         """(frames (3, T, H, W) float in [-1, 1], condition) per sample, on the device."""
         out = []
         for s in samples:
-            frames = s.frames.to(self.device).float().div(127.5).sub(1.0)  # (3, T, H, W)
+            frames = to_signed(s.frames.to(self.device))  # (3, T, H, W)
             depth = None if s.depth is None else s.depth.to(self.device).float()
-            source = None if s.source is None else s.source.to(self.device).float().div(127.5).sub(1.0)
+            source = None if s.source is None else to_signed(s.source.to(self.device))
             clip = Clip(frames, depth, s.caption, source=source, instruction=s.instruction)
             gen = torch.Generator().manual_seed(seed_of(self.seed, self.dp_rank, *s.position, 1))
             out.append((frames, sample_training_condition(clip, gen, extra=s.extra)))

@@ -6,7 +6,7 @@
   step_00001000/
     deepspeed/state/...       DeepSpeed engine: ZeRO-3 partitions, optimizer, LR scheduler
     model/                    config.json + model.safetensors [+ model.ema.safetensors]: MfM.from_pretrained
-    trainer_state.json        step, stage, preset, the full config, the Lance table (uri, version), counters
+    trainer_state.json        step, phase, preset, the full config, the Lance table (uri, version), counters
     data_dp{r}.json           data position of DP rank r (next position, positions waiting in buckets, skips)
     rng_rank{r}.safetensors   torch RNG states of rank r
     ema_rank{r}.safetensors   the EMA partition of rank r (when EMA is on)

@@ -22,14 +22,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mfm.config_files import ConfigError, apply_overrides, read_yaml, validate
+from config_files import ConfigError, apply_overrides, read_yaml, validate
+from model.geometry import SIZE_MULTIPLE, is_coded_length, sample_tokens
 from model.math import ATTENTION_BACKENDS
 from model.mfm import MFM_CONFIGS
-from pipeline.buckets import DEFAULT_ASPECT_RATIOS, SIZE_MULTIPLE, aspect_buckets
-
-TOKEN_STRIDE = (4, 16, 16)  # pixels per latent token in (T, H, W): VAE 4x / 8x, patch 2
-
-
+from pipeline.contract.buckets import DEFAULT_ASPECT_RATIOS, aspect_buckets
 
 
 class _Section(BaseModel):
@@ -90,7 +87,7 @@ class ImageShareConfig(_Section):
 
 
 class PackingConfig(_Section):
-    """Multi-resolution stage (NaViT): samples keep their aspect ratio and are packed under a token budget."""
+    """Multi-resolution phase (NaViT): samples keep their aspect ratio and are packed under a token budget."""
 
     enabled: bool = False
     max_tokens: int = Field(90_000, ge=1)  # latent tokens per pack (97x720x1280 = 25·45·80)
@@ -103,7 +100,7 @@ class DataConfig(_Section):
     storage_options: dict[str, str] = Field(default_factory=dict)  # Lance object-store options
     filter: str | None = None  # extra Lance SQL filter, ANDed with `passed`
     frames: int = Field(49, ge=1)  # T of a video sample, 4k+1
-    height: int = Field(128, ge=SIZE_MULTIPLE)  # the stage size; buckets keep its area
+    height: int = Field(128, ge=SIZE_MULTIPLE)  # the phase size; buckets keep its area
     width: int = Field(224, ge=SIZE_MULTIPLE)
     aspect_ratios: list[float] = Field(default_factory=lambda: list(DEFAULT_ASPECT_RATIOS), min_length=1)
     target_fps: float = Field(16.0, ge=0)  # frames are taken with the stride nearest this rate; 0: every frame
@@ -118,7 +115,7 @@ class DataConfig(_Section):
     @field_validator("frames")
     @classmethod
     def _frames(cls, frames: int) -> int:
-        if (frames - 1) % 4:
+        if not is_coded_length(frames):
             raise ValueError("must be 1 or 4k+1 (the VAE compresses time 4x)")
         return frames
 
@@ -188,7 +185,7 @@ class LogConfig(_Section):
 
 class TrainConfig(_Section):
     preset: str = "tiny"  # the preset this config started from (recorded)
-    stage: str = "tiny"  # name of the training stage (recorded in checkpoints)
+    phase: str = "tiny"  # name of the training phase, e.g. 360px (recorded in checkpoints)
     run_dir: str = "outputs/train"
     steps: int = Field(20, ge=1)
     batch_size: int = Field(2, ge=1)  # samples per micro-batch per GPU (bs/GPU); packs per GPU when packing
@@ -224,22 +221,17 @@ class TrainConfig(_Section):
         return self
 
 
-def sample_tokens(frames: int, height: int, width: int) -> int:
-    """Latent tokens of a T x H x W sample: ((T-1)/4+1)·(H/16)·(W/16)."""
-    return ((frames - 1) // TOKEN_STRIDE[0] + 1) * (height // TOKEN_STRIDE[1]) * (width // TOKEN_STRIDE[2])
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Presets: paper Table 3 (lr 1e-4 / 8e-5 / 5e-5 / 5e-5, bs/GPU 16 / 2 / 1 / 1, SP 1 / 1 / 2 / 2, iterations
 # 170k / 100k / 50k / 40k, sizes 49x128x224, 89x352x640, 97x720x1280, multi-res) for 2B and 8B, and `tiny`.
-# A later stage starts from the previous one: `--init-from <run>/checkpoints/step_XXXXXXXX`.
+# A later phase starts from the previous one: `--init-from <run>/checkpoints/step_XXXXXXXX`.
 # ---------------------------------------------------------------------------------------------------------
 
 
 def tiny() -> dict[str, Any]:
     """Minutes on a CPU: the tiny model on 9x32x32 clips; the smoke test and the tests' base."""
     return {
-        "stage": "tiny", "steps": 20, "batch_size": 2,
+        "phase": "tiny", "steps": 20, "batch_size": 2,
         "model": {"size": "tiny"},
         "data": {"frames": 9, "height": 32, "width": 32, "aspect_ratios": [1.0], "target_fps": 0,
                  "num_workers": 1, "image_share": {"start": 0.25, "end": 0.25}},
@@ -249,7 +241,7 @@ def tiny() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _stage(size: str, name: str, **overrides: Any) -> Callable[[], dict[str, Any]]:
+def _phase(size: str, name: str, **overrides: Any) -> Callable[[], dict[str, Any]]:
     table3 = {
         "128px": {"steps": 170_000, "batch_size": 16, "optim": {"lr": 1e-4, "warmup_steps": 1000},
                   "data": {"frames": 49, "height": 128, "width": 224,
@@ -266,7 +258,7 @@ def _stage(size: str, name: str, **overrides: Any) -> Callable[[], dict[str, Any
 
     def preset() -> dict[str, Any]:
         base = {
-            "stage": name, "model": {"size": size, "gradient_checkpointing": True},
+            "phase": name, "model": {"size": size, "gradient_checkpointing": True},
             "data": {"num_workers": 6, "image_share": {"start": 0.1, "end": 0.1}},
             "optim": {"weight_decay": 0.0, "grad_clip": 1.0},
             "checkpoint": {"every": 1000, "keep": 3}, "log": {"every": 10},
@@ -279,7 +271,7 @@ def _stage(size: str, name: str, **overrides: Any) -> Callable[[], dict[str, Any
 PRESETS: dict[str, Callable[[], dict[str, Any]]] = {"tiny": tiny}
 for _size in ("2b", "8b"):
     for _name in ("128px", "360px", "720px", "multires"):
-        PRESETS[f"{_size}_{_name}"] = _stage(_size, _name)
+        PRESETS[f"{_size}_{_name}"] = _phase(_size, _name)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ and the batch is filled from the next rows.
 Per sample: the media is the smallest stored proxy (`proxies`, schema v2) that covers the sample size without
 up-scaling, else the stored clip, so a 128px sample decodes a 128x228 proxy rather than the 720p clip. A video
 row is trained as one of its frames with the probability of the image-share schedule (§3.3) at the step its
-position would be read at (position / batch size); a video shorter than the stage trains as an image too
-(packed stages: at its own length). Frames are taken at the stride nearest `target_fps`, resized to cover
+position would be read at (position / batch size); a video shorter than the phase trains as an image too
+(packed phases: at its own length). Frames are taken at the stride nearest `target_fps`, resized to cover
 the nearest aspect-ratio bucket and centre-cropped; depth maps from the table follow the same frames and crop.
 Every process keeps the trainable row offsets (8 bytes a row).
 
@@ -55,11 +55,13 @@ from lance.sampler import Sampler
 from lance.torch.data import LanceDataset
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from model.geometry import SIZE_MULTIPLE, coded_length, frames_within, sample_tokens
 from model.tasks import DEFAULT_EXTRA
-from pipeline.buckets import nearest_bucket
-from pipeline.ops.media import cover_crop
-from pipeline.schema import CLIPS_TABLE, check_schema, decode_depth, decode_depth_stack, decode_video
-from trainer.configs import TOKEN_STRIDE, DataConfig, ImageShareConfig, sample_tokens
+from pipeline.contract.buckets import nearest_bucket
+from pipeline.contract.codecs import decode_depth, decode_depth_stack, decode_video
+from pipeline.contract.frames import cover_crop
+from pipeline.contract.tables import CLIPS_TABLE, check_schema
+from trainer.configs import DataConfig, ImageShareConfig
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +130,19 @@ class Skipped:
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """How rows become samples at this stage (plain values, picklable for the workers)."""
+    """How rows become samples in this phase (plain values, picklable for the workers)."""
 
     frames: int  # T of a video sample
-    buckets: tuple[tuple[int, int], ...]  # (H, W) of the fixed-size stage; unused when packing
+    buckets: tuple[tuple[int, int], ...]  # (H, W) of the fixed-size phase; unused when packing
     target_fps: float
     default_motion: float
     image_share: ImageShareConfig
     samples_per_step: int  # batch size: turns a position into the step the image share is read at
     proxies: bool = True  # read the smallest covering proxy when the table has them
     packing: bool = False
-    max_area: int = 0  # packing: H·W at most (the stage size)
+    max_area: int = 0  # packing: H·W at most (the phase size)
     max_sample_tokens: int = 0  # packing: tokens of one sample at most
-    size_multiple: int = 16  # packing: sides are multiples of this (16·sp keeps tokens divisible by sp)
+    size_multiple: int = SIZE_MULTIPLE  # packing: sides are multiples of this (16·sp keeps tokens divisible by sp)
 
     @classmethod
     def from_config(cls, cfg: DataConfig, batch_size: int, sp: int) -> SampleSpec:
@@ -149,7 +151,7 @@ class SampleSpec:
             frames=cfg.frames, buckets=tuple(cfg.buckets()), target_fps=cfg.target_fps,
             default_motion=cfg.default_motion, image_share=cfg.image_share, samples_per_step=batch_size,
             proxies=cfg.proxies, packing=p.enabled, max_area=cfg.height * cfg.width,
-            max_sample_tokens=p.max_sample_tokens or p.max_tokens, size_multiple=16 * sp,
+            max_sample_tokens=p.max_sample_tokens or p.max_tokens, size_multiple=SIZE_MULTIPLE * sp,
         )  # fmt: skip
 
 
@@ -195,7 +197,7 @@ def covering_proxy(proxies: list[dict[str, Any]] | None, size: tuple[int, int]) 
     return min(fits, key=lambda p: p["height"] * p["width"], default=None)
 
 
-def read_media(
+def read_row_frames(
     row: dict[str, Any], proxy: dict[str, Any] | None, indices: list[int], size: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frames `indices` of a row (from `proxy`, else the stored clip), fitted to `size`: (3, T, H, W) uint8 and
@@ -245,14 +247,13 @@ def decode_sample(
     as_image = row["media_type"] == "image" or rng.random() < spec.image_share.at(step)
     t = 1 if as_image else spec.frames
     if spec.packing:
-        per_frame = (size[0] // TOKEN_STRIDE[1]) * (size[1] // TOKEN_STRIDE[2])
-        t = min(t, 4 * (spec.max_sample_tokens // per_frame - 1) + 1)
-        t = max(1, min(t, 4 * ((n - 1) // 4) + 1))  # a shorter clip trains at its own length
+        t = min(t, frames_within(spec.max_sample_tokens, *size))
+        t = max(1, min(t, coded_length(n)))  # a shorter clip trains at its own length
     indices, fps_eff = frame_indices(n, t, fps, spec.target_fps, rng) if t > 1 else ([], fps)
-    if not indices:  # an image, or a clip too short for the stage: one random frame
+    if not indices:  # an image, or a clip too short for the phase: one random frame
         t, indices = 1, [int(rng.integers(0, n))]
-    clip, depth = read_media(media_row, proxy, indices, size)  # (3, T, H, W), (1, T, H, W)
-    source = None if edit_target is None else read_media(row, source_proxy, indices, size)[0]
+    clip, depth = read_row_frames(media_row, proxy, indices, size)  # (3, T, H, W), (1, T, H, W)
+    source = None if edit_target is None else read_row_frames(row, source_proxy, indices, size)[0]
     if edit_target is not None:
         row = row | {"caption": edit_target["caption"]}
     video = t > 1
@@ -383,7 +384,7 @@ class ClipStream(IterableDataset):
 
 
 class Batcher:
-    """Fixed-size stages: one bucket per (T, H, W); a bucket that reaches `batch_size` is a batch.
+    """Fixed-size phases: one bucket per (T, H, W); a bucket that reaches `batch_size` is a batch.
     Packing: samples in arrival order until the next one would pass `max_tokens`."""
 
     def __init__(self, batch_size: int, max_tokens: int | None = None):

@@ -26,13 +26,14 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from mfm.config_files import ConfigError, parse_overrides
+from config_files import ConfigError, parse_overrides
+from model.geometry import sample_tokens
 from model.mfm import MFM_CONFIGS, MfM
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
 from trainer import checkpoint
 from trainer.batch import BatchBuilder
-from trainer.configs import TrainConfig, deepspeed_config, load_config, sample_tokens
+from trainer.configs import TrainConfig, deepspeed_config, load_config
 from trainer.data import Batcher, ClipStream, SampleSpec, StreamState, TrainLoader, open_clips, trainable_offsets
 from trainer.ema import ShardedEma
 from trainer.metrics import Metrics, peak_flops
@@ -182,7 +183,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
         )  # fmt: skip
         if step % cfg.checkpoint.every == 0 or step == cfg.steps:
             trainer_state = {
-                "step": step, "stage": cfg.stage, "preset": cfg.preset, "config": cfg.model_dump(mode="json"),
+                "step": step, "phase": cfg.phase, "preset": cfg.preset, "config": cfg.model_dump(mode="json"),
                 "table": {"uri": cfg.data.table, "version": table.version},
                 "counters": counters | {"skipped_clips": dict(loader.state.skipped)},
                 "world": {"size": dims.world, "sp": dims.sp},

@@ -33,8 +33,9 @@ from mfm import synthetic
 from model.conditions import Clip
 from model.mfm import MFM_CONFIGS
 from model.task_sampling import sample_training_condition
-from pipeline import schema
-from pipeline.buckets import parse_size
+from pipeline.contract import codecs, tables
+from pipeline.contract.buckets import parse_size
+from pipeline.contract.frames import to_signed
 from pipeline.stages.proxies import make_proxies, proxy_sizes
 from trainer.configs import PRESETS, load_config
 from trainer.data import ClipStream, Sample, SampleSpec, open_clips, trainable_offsets
@@ -50,7 +51,7 @@ def synthetic_depth(frames: int, height: int, width: int, seed: int) -> np.ndarr
 
 
 def write_clips_table(
-    folder: Path, n_clips: int, frames: int, size: tuple[int, int], proxy_stages: list[tuple[int, int]],
+    folder: Path, n_clips: int, frames: int, size: tuple[int, int], proxy_phases: list[tuple[int, int]],
     fps: float = 24.0,
 ) -> str:
     """A `clips` table of `n_clips` passed synthetic videos (sharp moving textures: a Laplacian variance above
@@ -59,19 +60,19 @@ def write_clips_table(
     for i in range(n_clips):
         video = synthetic.moving_frames(frames, *size, speed=(3.0, 1.0), seed=i, sigma=1.0)  # (T, H, W, 3) uint8
         depth = synthetic_depth(frames, *size, seed=i)  # (T, H, W)
-        depth_frames, depth_min, depth_max = schema.encode_depth(depth)
+        depth_frames, depth_min, depth_max = codecs.encode_depth(depth)
         uri = f"synthetic://clip{i}.mp4"
         rows.append({
-            "clip_id": schema.clip_id(uri, 0, frames), "source_id": schema.source_id(uri), "source_uri": uri,
+            "clip_id": tables.clip_id(uri, 0, frames), "source_id": tables.source_id(uri), "source_uri": uri,
             "role": "clip", "media_type": "video", "frame_start": 0, "frame_end": frames, "n_frames": frames,
             "fps": fps, "width": size[1], "height": size[0], "caption": f"a texture drifting, take {i}",
-            "motion_score": 3.2, "passed": True, "video": schema.encode_video(video, fps),
-            "video_format": schema.VIDEO_FORMAT_MP4, "depth_frames": depth_frames, "depth_min": depth_min,
-            "depth_max": depth_max, "proxies": make_proxies(video, fps, proxy_sizes(*size, proxy_stages), depth),
+            "motion_score": 3.2, "passed": True, "video": codecs.encode_video(video, fps),
+            "video_format": tables.VIDEO_FORMAT_MP4, "depth_frames": depth_frames, "depth_min": depth_min,
+            "depth_max": depth_max, "proxies": make_proxies(video, fps, proxy_sizes(*size, proxy_phases), depth),
         })  # fmt: skip
     uri = str(folder / "clips.lance")
-    table = pa.Table.from_pylist(rows, schema=schema.CLIPS_SCHEMA)
-    lance.write_dataset(table, uri, data_storage_version=schema.LANCE_STORAGE_VERSION)
+    table = pa.Table.from_pylist(rows, schema=tables.CLIPS_SCHEMA)
+    lance.write_dataset(table, uri, data_storage_version=tables.LANCE_STORAGE_VERSION)
     return uri
 
 
@@ -89,7 +90,7 @@ def per_core_rate(table: str, stage: str, samples: int, proxies: bool) -> float:
     start = time.perf_counter()
     for item in itertools.islice(items, samples):
         assert isinstance(item, Sample), item
-        frames = item.frames.float().div(127.5).sub(1.0)  # (3, T, H, W) in [-1, 1]
+        frames = to_signed(item.frames)  # (3, T, H, W) in [-1, 1]
         depth = None if item.depth is None else item.depth.float()
         sample_training_condition(Clip(frames, depth, item.caption), gen, extra=item.extra)
     return samples / (time.perf_counter() - start)
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=6, help="samples timed per stage")
     p.add_argument("--clips", type=int, default=3)
     p.add_argument("--source-size", type=int, nargs=2, default=(720, 1280), metavar=("H", "W"))
-    p.add_argument("--proxy-stages", nargs="*", default=["128x224", "352x640"],
-                   help="stage sizes HxW the table stores proxies for (curation's proxies.stages); none: no proxies")
+    p.add_argument("--proxy-phases", nargs="*", default=["128x224", "352x640"],
+                   help="phase sizes HxW the table stores proxies for (curation's proxies.phases); none: no proxies")
     p.add_argument("--append", action="store_true", help="append the lines to benchmark/perf/RESULTS.md")
     args = p.parse_args(argv)
     assert all(f"2b_{s}" in PRESETS for s in args.stages)
@@ -128,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
-        stages = [parse_size(stage) for stage in args.proxy_stages]
-        table = write_clips_table(Path(tmp), args.clips, 97, tuple(args.source_size), stages)
+        phases = [parse_size(phase) for phase in args.proxy_phases]
+        table = write_clips_table(Path(tmp), args.clips, 97, tuple(args.source_size), phases)
         lines = []
         for stage in args.stages:
             gpu = gpu_rate(stage)
-            for proxies in (False, True) if stages else (False,):
+            for proxies in (False, True) if phases else (False,):
                 rate = per_core_rate(table, stage, args.samples, proxies)
-                media = f"proxies for {' '.join(args.proxy_stages)}" if proxies else "stored clips"
+                media = f"proxies for {' '.join(args.proxy_phases)}" if proxies else "stored clips"
                 lines.append(
                     f"loader 2b {stage} from {args.source_size[0]}p clips, reading {media}: {rate:.2f} samples/s "
                     f"per core; one H100 at the attainable step (estimate) takes {gpu:.2f} samples/s -> "

@@ -1,6 +1,6 @@
 """Reading sources: fetch through fsspec, probe and scan with PyAV, clip frame reads with decord.
 
-Every failure becomes a `MediaError` whose `kind` is one of `schema.ERROR_KINDS`, so a bad input is
+Every failure becomes a `MediaError` whose `kind` is one of the contract's `tables.ERROR_KINDS`, so a bad input is
 recorded in `sources` with its reason instead of stopping the job.
 """
 
@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.contract.codecs import video_frames
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 class MediaError(Exception):
-    """A source that cannot be used; `kind` is one of schema.ERROR_KINDS."""
+    """A source that cannot be used; `kind` is one of tables.ERROR_KINDS."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(f"{kind}: {message}")
@@ -73,26 +75,6 @@ def fit_size(width: int, height: int, max_side: int, multiple: int = 2) -> tuple
 # ---------------------------------------------------------------------------------------------------------
 # Probe
 # ---------------------------------------------------------------------------------------------------------
-
-
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, h, w[, C]) -> (T, height, width[, C]): area averaging when shrinking, bilinear when growing."""
-    import cv2
-
-    interpolation = cv2.INTER_AREA if height * width < frames.shape[1] * frames.shape[2] else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (width, height), interpolation=interpolation) for f in frames])
-
-
-def cover_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, h, w[, C]) -> (T, height, width[, C]): scale to cover, then centre-crop; no resampling when a side
-    already fits exactly (a proxy made for this size)."""
-    t, h, w = frames.shape[:3]
-    scale = max(height / h, width / w)
-    rh, rw = max(height, round(h * scale)), max(width, round(w * scale))
-    if (rh, rw) != (h, w):
-        frames = resize_frames(frames, rh, rw)
-    y0, x0 = (rh - height) // 2, (rw - width) // 2
-    return frames[:, y0 : y0 + height, x0 : x0 + width]
 
 
 def probe(path: str, media_type: str) -> dict[str, Any]:
@@ -153,22 +135,20 @@ def _open_error_kind(exc: Exception) -> str:
 def scan_frames(path: str, long_side: int, expected: int | None = None) -> Iterator[np.ndarray]:
     """Every frame of a video, in order, scaled so its long side is `long_side`: (h, w, 3) uint8 RGB.
 
-    PyAV streams the file (decord leaks on long videos). Raises MediaError("truncated") when decoding stops
-    early, also when fewer than `expected` frames (the container's count) come out.
+    PyAV streams the file through the contract's decoder (decord leaks on long videos). Raises
+    MediaError("truncated") when decoding stops early, also when fewer than `expected` frames (the container's
+    count) come out.
     """
     import av
 
-    n = 0
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        w, h = fit_size(stream.codec_context.width, stream.codec_context.height, long_side)
-        try:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(width=w, height=h, format="rgb24")
-                n += 1
-        except av.error.FFmpegError as exc:
-            raise MediaError("truncated", f"{path}: decoding stopped after {n} frames: {exc}") from exc
+    n, size = 0, None
+    try:
+        for frame in video_frames(path, threaded=True):
+            size = size or fit_size(frame.width, frame.height, long_side)
+            yield frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
+            n += 1
+    except av.error.FFmpegError as exc:
+        raise MediaError("truncated", f"{path}: decoding stopped after {n} frames: {exc}") from exc
     if expected and n < expected - 1:
         raise MediaError("truncated", f"{path}: {n} frames decoded, the container says {expected}")
 

@@ -82,7 +82,9 @@ class RaftMotion:
         """Pairs (N, 2, H, W, 3) uint8 RGB, H and W multiples of 8 -> mean flow magnitude in px/frame."""
         import torch
 
-        x = torch.from_numpy(pairs.copy()).to(self.device).float().div(127.5).sub(1.0)  # (N, 2, H, W, 3)
+        from pipeline.contract.frames import to_signed
+
+        x = to_signed(torch.from_numpy(pairs.copy()).to(self.device))  # (N, 2, H, W, 3)
         x = x.permute(0, 1, 4, 2, 3)  # (N, 2, 3, H, W)
         with torch.inference_mode():
             flow = self.model(x[:, 0], x[:, 1], num_flow_updates=self.flow_updates)[-1]  # (N, 2, H, W)

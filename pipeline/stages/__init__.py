@@ -49,15 +49,15 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
         FilterStage(blur_threshold=cfg.blur.threshold, motion_threshold=cfg.motion.threshold,
                     score_only=run.score_only, **per_clip),  # fmt: skip
         ClipEncodeStage(crf=clip.crf, preset=clip.preset,
-                        keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.proxies.stages),
+                        keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.proxies.phases),
                         **per_clip, **io),  # fmt: skip
     ]
     if cfg.depth.model:
         stages.append(DepthStage(model_path=cfg.depth.model, model_name=cfg.depth.name,
                                  frames_per_forward=cfg.depth.batch_size, precision=cfg.depth.precision,
                                  **actor(cfg.depth), **io))  # fmt: skip
-    if cfg.proxies.stages:
-        stages.append(ProxyStage(stages=cfg.proxies.sizes, aspect_ratios=tuple(cfg.proxies.aspect_ratios),
+    if cfg.proxies.phases:
+        stages.append(ProxyStage(phases=cfg.proxies.phase_sizes, aspect_ratios=tuple(cfg.proxies.aspect_ratios),
                                  crf=cfg.proxies.crf, preset=clip.preset, **per_clip))  # fmt: skip
     if cfg.vae.model:
         stages.append(VaeLatentStage(model_path=cfg.vae.model, model_name=cfg.vae.name,

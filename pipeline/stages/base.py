@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from pipeline import schema
+from pipeline.contract import tables
 from pipeline.ops import media
 
 _SOURCE_FIELDS = [
@@ -44,7 +44,7 @@ _TRANSIENT_FIELDS = [
 ]
 # Everything that flows between stages; before shot_split a row is a source (clip fields null).
 WORK_SCHEMA = pa.schema(
-    [f.with_nullable(True) for f in schema.CLIPS_SCHEMA] + _SOURCE_FIELDS + _TRANSIENT_FIELDS
+    [f.with_nullable(True) for f in tables.CLIPS_SCHEMA] + _SOURCE_FIELDS + _TRANSIENT_FIELDS
 )
 TRANSIENT_COLUMNS = tuple(f.name for f in _TRANSIENT_FIELDS)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import schema
+from pipeline.contract import codecs, tables
 from pipeline.ops import media
 from pipeline.stages.base import Stage, is_active, rejecting_on_error
 
@@ -31,10 +31,10 @@ class ClipEncodeStage(Stage):
             with rejecting_on_error(row, "decode_error", self.name):
                 frames = self._read(row)  # (T, H, W, 3)
                 if row["media_type"] == "image":
-                    row["video"], row["video_format"] = schema.encode_image(frames[0]), schema.VIDEO_FORMAT_PNG
+                    row["video"], row["video_format"] = codecs.encode_image(frames[0]), tables.VIDEO_FORMAT_PNG
                 else:
-                    row["video"] = schema.encode_video(frames, row["fps"], self.crf, self.preset)
-                    row["video_format"] = schema.VIDEO_FORMAT_MP4
+                    row["video"] = codecs.encode_video(frames, row["fps"], self.crf, self.preset)
+                    row["video_format"] = tables.VIDEO_FORMAT_MP4
                 if self.keep_frames:
                     row["frames"] = np.ascontiguousarray(frames).tobytes()
         return rows

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import schema
+from pipeline.contract import codecs
+from pipeline.contract.frames import frames_to_tensor
 from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.stages.clip_encode import row_frames
 from pipeline.weights import local_weights
@@ -45,12 +46,12 @@ class DepthStage(Stage):
                 continue
             with rejecting_on_error(row, "model_error", self.name):
                 depth = self._predict(row_frames(row))  # (T, H, W)
-                row["depth_frames"], row["depth_min"], row["depth_max"] = schema.encode_depth(depth)
+                row["depth_frames"], row["depth_min"], row["depth_max"] = codecs.encode_depth(depth)
                 row["depth_model"] = self.model_name
         return rows
 
     def _predict(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (T, H, W, 3) -> raw depth (T, H, W) float32."""
-        x = schema.frames_to_tensor(frames).permute(1, 0, 2, 3)  # (T, 3, H, W) in [-1, 1]
+        x = frames_to_tensor(frames).permute(1, 0, 2, 3)  # (T, 3, H, W) in [-1, 1]
         depth = self.model.predict(x.to(self.device), batch_size=self.frames_per_forward)  # (T, 1, H, W)
         return depth[:, 0].cpu().numpy()

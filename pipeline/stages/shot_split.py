@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import schema
+from pipeline.contract import tables
 from pipeline.ops import media, shots
 from pipeline.stages.base import Stage, reject
 
@@ -59,7 +59,7 @@ class ShotSplitStage(Stage):
         fps = float(row["src_fps"] or 0.0)
         clips = []
         for window in windows:
-            clip = {**row, "clip_id": schema.clip_id(row["source_uri"], window.start, window.end),
+            clip = {**row, "clip_id": tables.clip_id(row["source_uri"], window.start, window.end),
                     "frame_start": window.start, "frame_end": window.end, "n_frames": window.end - window.start,
                     "fps": fps, "duration_s": (window.end - window.start) / fps if fps else 0.0,
                     "source_width": row["src_width"], "source_height": row["src_height"],
@@ -67,7 +67,7 @@ class ShotSplitStage(Stage):
                     "is_clip": True,
                     "src_n_frames": n_frames, "src_n_shots": len(cuts) + 1}  # fmt: skip
             if row["role"] == "edit_source" and row.get("edit_target_uri"):
-                clip["edit_target_clip_id"] = schema.clip_id(row["edit_target_uri"], window.start, window.end)
+                clip["edit_target_clip_id"] = tables.clip_id(row["edit_target_uri"], window.start, window.end)
             if not window.long_enough and self.reject_short:
                 reject(clip, "too_short")
             clips.append(clip)

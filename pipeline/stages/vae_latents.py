@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import schema
-from pipeline.buckets import parse_size
-from pipeline.ops.media import cover_crop
+from model.geometry import coded_length
+from pipeline.contract import codecs
+from pipeline.contract.buckets import parse_size
+from pipeline.contract.frames import cover_crop, frames_to_tensor
 from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.stages.clip_encode import row_frames
 from pipeline.weights import local_weights
@@ -41,7 +42,7 @@ class VaeLatentStage(Stage):
             if not is_active(row) or row.get("frames") is None:
                 continue
             frames = row_frames(row)
-            frames = frames[: (len(frames) - 1) // 4 * 4 + 1]  # CogVideoX: 1 or 4k+1 frames
+            frames = frames[: coded_length(len(frames))]  # CogVideoX: 1 or 4k+1 frames
             with rejecting_on_error(row, "model_error", self.name):
                 row["vae_latents"] = [self._encode(frames, bucket) for bucket in self.buckets]
                 row["vae_model"] = self.model_name
@@ -51,7 +52,7 @@ class VaeLatentStage(Stage):
         import torch
 
         height, width = parse_size(bucket)
-        video = schema.frames_to_tensor(cover_crop(frames, height, width))[None]  # (1, 3, T, h, w)
+        video = frames_to_tensor(cover_crop(frames, height, width))[None]  # (1, 3, T, h, w)
         with torch.inference_mode():
             latents = self.vae.encode(video.to(self.device))[0]  # (16, t, h/8, w/8)
-        return schema.encode_latents(bucket, latents.cpu().numpy())
+        return codecs.encode_latents(bucket, latents.cpu().numpy())

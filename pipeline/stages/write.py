@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import schema
+from pipeline.contract import tables
 from pipeline.stages.base import Stage, rows_to_table
 
 RECEIPT_SCHEMA = pa.schema([pa.field("fragments", pa.string()), pa.field("rows", pa.string())])
@@ -31,7 +31,7 @@ class WriteStage(Stage):
     """Clip rows -> one uncommitted fragment of `clips_uri` per batch -> a receipt row."""
 
     name = "write"
-    reads = tuple(f.name for f in schema.CLIPS_SCHEMA)
+    reads = tuple(f.name for f in tables.CLIPS_SCHEMA)
     writes = ("<fragment files>",)
     output_schema = RECEIPT_SCHEMA
 
@@ -45,9 +45,9 @@ class WriteStage(Stage):
         clips = [{**row, "config_hash": self.config_hash, "created_at": now} for row in rows if row.get("is_clip")]
         fragments = []
         if clips:
-            table = rows_to_table(clips, schema.CLIPS_SCHEMA)
+            table = rows_to_table(clips, tables.CLIPS_SCHEMA)
             written = lance.fragment.write_fragments(
-                table, self.clips_uri, schema=schema.CLIPS_SCHEMA, mode="append",
+                table, self.clips_uri, schema=tables.CLIPS_SCHEMA, mode="append",
                 storage_options=self.storage_options or None,
             )  # fmt: skip
             fragments = [frag.to_json() for frag in written]

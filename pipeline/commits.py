@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import schema
+from pipeline.contract import tables
 
 
 def table_uri(root: str, name: str) -> str:
@@ -35,12 +35,12 @@ def open_or_create(root: str, name: str, storage_options: dict[str, Any] | None 
     except ValueError as exc:
         if "not found" not in str(exc).lower():
             raise
-        empty = schema.SCHEMAS[name].empty_table()
+        empty = tables.SCHEMAS[name].empty_table()
         return lance.write_dataset(
-            empty, uri, schema=schema.SCHEMAS[name], mode="create",
-            data_storage_version=schema.LANCE_STORAGE_VERSION, storage_options=storage_options or None,
+            empty, uri, schema=tables.SCHEMAS[name], mode="create",
+            data_storage_version=tables.LANCE_STORAGE_VERSION, storage_options=storage_options or None,
         )  # fmt: skip
-    schema.check_schema(ds.schema, name, writing=True)
+    tables.check_schema(ds.schema, name, writing=True)
     return ds
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-SIZE_MULTIPLE = 16  # H and W: VAE 8x times patch 2
+from model.geometry import SIZE_MULTIPLE, size_problem
+
 DEFAULT_ASPECT_RATIOS = (9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 9)  # width / height
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """"HxW" with H and W positive multiples of 16 -> (H, W); ValueError naming the text otherwise."""
     h, _, w = text.partition("x")
-    if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0 and int(h) % 16 == 0 and int(w) % 16 == 0):
+    if not (h.isdigit() and w.isdigit()) or size_problem(int(h), int(w)):
         raise ValueError(f"size {text!r} is not 'HxW' with H and W positive multiples of {SIZE_MULTIPLE}")
     return int(h), int(w)
 

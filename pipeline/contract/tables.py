@@ -6,7 +6,7 @@ Both tables are Lance datasets written with data storage version ``LANCE_STORAGE
 accept older versions (a column added later is then absent: `COLUMNS_SINCE`), writers only the current.
 
 `clips`: one row per clip or image (an image is a 1-frame clip), with a BTREE index on `clip_id` that curation
-keeps current (`tables.index_clip_ids`: an edit pair's target is a point lookup). Rejected clips stay in the
+keeps current (`pipeline.commits.index_clip_ids`: an edit pair's target is a point lookup). Rejected clips stay in the
 table with `passed = False` and a `reject_reason`, and carry no media.
 
 | column | type | meaning |
@@ -31,26 +31,26 @@ table with `passed = False` and a `reject_reason`, and carry no media.
 | passed | bool | True when the clip passed every filter (always True in a `--score-only` run unless broken) |
 | reject_reason | string? | comma-joined `REJECT_REASONS` codes, null when passed |
 | error | string? | error text when the clip could not be processed (reason "decode_error" / "model_error") |
-| video | large_binary blob? | the stored media: H.264 mp4 for videos, PNG for images (`decode_video`); Lance blob |
+| video | large_binary blob? | the stored media: H.264 mp4 (videos) or PNG (images), `codecs.decode_video`; Lance blob |
 | video_format | string? | "mp4/h264" or "png" |
 | depth_frames | list<large_binary>? | one 16-bit PNG per stored frame, quantised between depth_min and depth_max |
-| depth_min, depth_max | list<float32>? | per-frame range of the raw depth (`decode_depth` -> (T, H, W) float32) |
+| depth_min, depth_max | list<float32>? | per-frame range of the raw depth (`codecs.decode_depth`: (T, H, W) float32) |
 | depth_model | string? | name of the depth model (e.g. "depth-anything-v2-small") |
 | text_emb | large_binary? | T5 embedding of the caption: float16, C order, (text_emb_tokens, text_emb_dim) |
-| text_emb_tokens | int32? | number of kept (non-padding) tokens stored; `decode_text_embedding` pads to 77 |
+| text_emb_tokens | int32? | number of kept (non-padding) tokens stored; `codecs.decode_text_embedding` pads to 77 |
 | text_emb_dim | int32? | embedding width |
 | text_encoder | string? | name of the text encoder |
 | vae_latents | list<struct>? | optional, per resolution bucket: {bucket "HxW", shape [C,t,h,w], data float16} |
 | vae_model | string? | name of the VAE that made vae_latents |
-| proxies | list<struct>? | since version 2: smaller copies for low-resolution stages, smallest first (`PROXY_STRUCT`) |
-
-A `proxies` entry is {height, width, video, depth, depth_min, depth_max}: the same frames as `video` scaled to
-cover the clip's aspect-ratio bucket of a training stage (`pipeline.buckets.cover_size`: sides even, rounded
-up), so the trainer only crops; `depth` is the depth scaled alike, per-frame quantised like `depth_frames` but
-stored as one compressed (T, height, width) stack (`decode_depth_stack`: 5x faster to decode than PNGs), null
-without depth.
+| proxies | list<struct>? | since version 2: smaller copies for low-resolution phases, smallest first (`PROXY_STRUCT`) |
 | config_hash | string | sha256 prefix of the curation config that wrote the row |
 | created_at | timestamp[ms, UTC] | when the row was written |
+
+A `proxies` entry is {height, width, video, depth, depth_min, depth_max}: the same frames as `video` scaled to
+cover the clip's aspect-ratio bucket of a training phase (`buckets.cover_size`: sides even, rounded up), so
+the trainer only crops; `depth` is the depth scaled alike, per-frame quantised like `depth_frames` but stored as
+one compressed (T, height, width) stack (`codecs.decode_depth_stack`: 5x faster to decode than PNGs), null
+without depth.
 
 `sources`: one row per input file, written after all its clips are committed (it is the "done" marker a
 rerun reads); failures are rows too, never fatal and never silently dropped.

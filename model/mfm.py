@@ -7,11 +7,11 @@ constants follow the released model (official-mfm-facts.md); `model/release.py` 
 `MfM.forward` also takes a list of latents of different sizes and packs them into one token sequence
 (NaViT, the paper's multi-resolution stage): self-attention stays within each sample, every token gets its
 own sample's timestep/motion modulation, text and RoPE grid, so each output equals the unpacked one.
+Training concerns (activation checkpointing, compile, sharding) are applied from outside by trainer/parallel.py.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -21,11 +21,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.checkpoint import (
-    CheckpointPolicy,
-    checkpoint,
-    create_selective_checkpoint_contexts,
-)
 
 from model.adapter import ConditionAdapter
 from model.math import ATTENTION_BACKENDS, apply_rope, attention, rope_3d
@@ -33,42 +28,6 @@ from model.math import ATTENTION_BACKENDS, apply_rope, attention, rope_3d
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TEXT_PAD_BIAS = -10000.0  # additive attention bias on padded text tokens (release value)
-
-_aten = torch.ops.aten
-# Outputs kept by selective checkpointing: the attention kernels (out + log-sum-exp, so backward needs no
-# attention recompute), and for "selective_matmul" also the Linear products. All else (norms, modulate, RoPE,
-# GELU, layout changes) is recomputed in backward.
-_ATTENTION_OPS = frozenset({
-    _aten._scaled_dot_product_flash_attention.default, _aten._scaled_dot_product_efficient_attention.default,
-    _aten._scaled_dot_product_cudnn_attention.default, _aten._scaled_dot_product_flash_attention_for_cpu.default,
-})  # fmt: skip
-_MATMUL_OPS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.bmm.default})
-CHECKPOINT_MODES = ("off", "full", "selective", "selective_matmul")
-
-
-def _checkpoint_policy(saved_ops: frozenset, ctx, func, *args, **kwargs) -> CheckpointPolicy:
-    return CheckpointPolicy.MUST_SAVE if func in saved_ops else CheckpointPolicy.PREFER_RECOMPUTE
-
-
-def checkpoint_saved_ops(mode: str) -> frozenset:
-    """The aten ops whose outputs a selective checkpointing mode keeps (none for "full")."""
-    return {"selective": _ATTENTION_OPS, "selective_matmul": _ATTENTION_OPS | _MATMUL_OPS}.get(mode, frozenset())
-
-
-def _selective_context_fn(mode: str):
-    """The `context_fn` of `torch.utils.checkpoint.checkpoint` for a selective checkpointing mode."""
-    policy = functools.partial(_checkpoint_policy, checkpoint_saved_ops(mode))
-    return functools.partial(create_selective_checkpoint_contexts, policy)
-
-
-def checkpoint_mode(mode: bool | str) -> str:
-    """Normalise True/False and the mode names to one of CHECKPOINT_MODES."""
-    if isinstance(mode, bool):
-        mode = "full" if mode else "off"
-    if mode not in CHECKPOINT_MODES:
-        raise ValueError(f"gradient checkpointing mode {mode!r} is not one of {CHECKPOINT_MODES} (or True/False)")
-    return mode
-
 
 @dataclass(frozen=True)
 class MfMConfig:
@@ -271,28 +230,8 @@ class MfMBlock(nn.Module):
         self.cross_attn = Attention(d, cfg.num_heads, cfg.text_dim, cfg.norm_eps, cfg.attention_backend)
         self.norm_mlp = nn.RMSNorm(d, eps=cfg.norm_eps)
         self.mlp = MLP(d, cfg.mlp_ratio * d)
-        self.checkpointing = "off"  # one of CHECKPOINT_MODES; set by `MfM.enable_gradient_checkpointing`
 
     def forward(
-        self,
-        x: torch.Tensor,
-        c: torch.Tensor,
-        text: torch.Tensor,
-        text_bias: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        packing: Packing | None = None,
-    ) -> torch.Tensor:
-        """The block, recomputed in backward per `self.checkpointing` (inside forward, so that a compiled
-        block compiles its checkpointing too)."""
-        inputs = (x, c, text, text_bias, rope, packing)
-        if self.checkpointing == "off" or not torch.is_grad_enabled():
-            return self.block_forward(*inputs)
-        if self.checkpointing == "full":  # the default context_fn (dynamo takes no explicit no-op one)
-            return checkpoint(self.block_forward, *inputs, use_reentrant=False)
-        return checkpoint(self.block_forward, *inputs, use_reentrant=False,
-                          context_fn=_selective_context_fn(self.checkpointing))  # fmt: skip
-
-    def block_forward(
         self,
         x: torch.Tensor,
         c: torch.Tensor,
@@ -480,20 +419,6 @@ class MfM(nn.Module):
         out = out.reshape(out.shape[0], t, gh, gw, p, p, c)
         out = torch.einsum("nfhwpqc->ncfhpwq", out)
         return out.reshape(out.shape[0], c, t, gh * p, gw * p)
-
-    def enable_gradient_checkpointing(self, mode: bool | str = True) -> None:
-        """Recompute blocks in the backward pass instead of keeping their activations. `mode`: "full" (or True)
-        keeps only each block's inputs; "selective" also keeps the attention outputs and recomputes the rest;
-        "selective_matmul" keeps the attention and Linear outputs and recomputes only the elementwise ops;
-        "off" (or False) keeps everything."""
-        mode = checkpoint_mode(mode)
-        for block in self.blocks:
-            block.checkpointing = mode
-
-    @property
-    def gradient_checkpointing(self) -> str:
-        """The blocks' checkpointing mode (one of CHECKPOINT_MODES)."""
-        return self.blocks[0].checkpointing
 
     # ---- FLOPs (for MFU) --------------------------------------------------------------------------------
 

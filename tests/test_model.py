@@ -17,6 +17,7 @@ from model.math import apply_rope, rope_3d
 from model.mfm import MFM_CONFIGS, MfM, MfMConfig, build_on_meta
 from model.release import config_from_release, export_release, load_release_weights, state_dict_from_release
 from model.sampling import Conditioning, sample
+from trainer.activation_checkpointing import apply_activation_checkpointing
 
 RELEASE_TINY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "release-tiny"
 TINY = MFM_CONFIGS["tiny"]
@@ -197,7 +198,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for ckpt in (False, True):
         model = randomized()
-        model.enable_gradient_checkpointing(ckpt)
+        apply_activation_checkpointing(model, ckpt)
         model(**inp).square().mean().backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     for name in grads[0]:

@@ -4,10 +4,11 @@ timestep + motion score, 3D RoPE, QK RMSNorm over the inner dim, and a conv adap
 Reads top to bottom: helpers, embedders, attention, `MfMBlock`, `FinalLayer`, `MfM`, presets. Structure and
 constants follow the released model (official-mfm-facts.md); `model/release.py` maps its weight names to ours.
 
-`MfM.forward` also takes a list of latents of different sizes and packs them into one token sequence
-(NaViT, the paper's multi-resolution stage): self-attention stays within each sample, every token gets its
-own sample's timestep/motion modulation, text and RoPE grid, so each output equals the unpacked one.
-Training concerns (activation checkpointing, compile, sharding) are applied from outside by trainer/parallel.py.
+`MfM.forward` takes a batch of same-size latents; `MfM.forward_packed` takes a list of latents of different
+sizes and packs them into one token sequence (NaViT, the paper's multi-resolution stage): self-attention stays
+within each sample, every token gets its own sample's timestep/motion modulation, text and RoPE grid, so each
+output equals the unpacked one. Training concerns (activation checkpointing, compile, sharding) are applied
+from outside by trainer/parallel.py.
 """
 
 from __future__ import annotations
@@ -322,9 +323,9 @@ class MfM(nn.Module):
         cond_depth: torch.Tensor,
         cond_mask: torch.Tensor,
         motion_score: torch.Tensor,
-    ) -> torch.Tensor | list[torch.Tensor]:
+    ) -> torch.Tensor:
         """
-        x:            (B, C, t, h, w) noisy latent; a list of (C, t, h, w) latents is packed (`forward_packed`)
+        x:            (B, C, t, h, w) noisy latent (samples of different sizes: `forward_packed`)
         timestep:     (B,) on the 0–1000 scale (1000 = pure noise)
         text:         (B, L, text_dim) T5 states; text_mask (B, L), 1/True = real token, 0 = padding
         cond_pixels:  (B, 3, T, H, W) RGB in [-1, 1] times the mask, T = 4(t-1)+1, H = 8h, W = 8w
@@ -333,8 +334,6 @@ class MfM(nn.Module):
         motion_score: (B,) raw motion score (5 for video by default, 0 for images)
         returns       (B, C, t, h, w) velocity (noise − x0)
         """
-        if isinstance(x, (list, tuple)):
-            return self.forward_packed(x, timestep, text, text_mask, cond_pixels, cond_depth, cond_mask, motion_score)
         cfg, p = self.config, self.config.patch_size
         b, _, t, h, w = x.shape
         grid = (t, h // p, w // p)

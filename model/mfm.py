@@ -8,7 +8,7 @@ constants follow the released model (official-mfm-facts.md); `model/release.py` 
 sizes and packs them into one token sequence (NaViT, the paper's multi-resolution stage): self-attention stays
 within each sample, every token gets its own sample's timestep/motion modulation, text and RoPE grid, so each
 output equals the unpacked one. Training concerns (activation checkpointing, compile, sharding) are applied
-from outside by trainer/parallel.py.
+from outside by trainer/parallel.py; loading a released folder is model/release.py's `load_transformer`.
 """
 
 from __future__ import annotations
@@ -455,21 +455,28 @@ class MfM(nn.Module):
         device: torch.device | str = "cpu",
         **overrides,
     ) -> MfM:
-        """Load our checkpoint folder, or a released MfM `transformer/` folder (or its pipeline root)."""
-        from model import release
-
+        """Load our checkpoint folder (`save_pretrained`'s config.json + safetensors); `overrides` replace config
+        fields. A released `transformer/` folder or pipeline root loads with `model.release.load_transformer`."""
         path = Path(path)
-        if (path / "transformer").is_dir() and not (path / CONFIG_NAME).exists():
-            path = path / "transformer"
         if not (path / CONFIG_NAME).exists():
-            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; expected an MfM or released transformer folder")
+            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; expected an MfM checkpoint folder (a pipeline root "
+                                    "or a released folder loads with model.release.load_transformer)")
         raw = json.loads((path / CONFIG_NAME).read_text())
-        if raw.get("_class_name") == "MfM":
-            cfg = MfMConfig.from_dict({k: v for k, v in raw.items() if k != "_class_name"} | overrides)
-            state = load_file(path / _weights_name(variant))
-        else:
-            cfg = MfMConfig.from_dict(asdict(release.config_from_release(raw)) | overrides)
-            state = release.state_dict_from_release(release.load_release_weights(path))
+        if raw.get("_class_name") != "MfM":
+            raise ValueError(f"{path} is not an MfM checkpoint folder (its config's _class_name is "
+                             f"{raw.get('_class_name')!r}); load a released folder with model.release.load_transformer")
+        cfg = MfMConfig.from_dict({k: v for k, v in raw.items() if k != "_class_name"} | overrides)
+        return cls.from_state_dict(cfg, load_file(path / _weights_name(variant)), dtype, device)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        cfg: MfMConfig,
+        state: dict[str, torch.Tensor],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> MfM:
+        """Build on the meta device and load `state`, which must hold every parameter by our names."""
         with torch.device("meta"):
             model = cls(cfg)
         model.load_state_dict_strict(state)

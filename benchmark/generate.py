@@ -35,6 +35,7 @@ from model.conditions import Condition
 from model.depth import DepthEstimator
 from model.geometry import latent_shape
 from model.mfm import MfM
+from model.release import load_transformer
 from model.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Conditioning, make_scheduler, sample
 from model.task_inputs import DEFAULT_FRAMES, DEFAULT_VIDEO_SIZE, USER_INPUTS, condition_from_files
 from model.task_inputs import depth_on_given_frames as given_frames_depth
@@ -111,7 +112,7 @@ def load_models(
         raise FileNotFoundError(f"--checkpoint {ckpt}: no such folder")
     if (ckpt / "model" / "config.json").is_file():  # a trainer step folder: its weights are in model/
         ckpt = ckpt / "model"
-    model = MfM.from_pretrained(ckpt, variant=variant, dtype=dtype, device=device).eval()
+    model = load_transformer(ckpt, variant=variant, dtype=dtype, device=device).eval()
     paths = {"vae": vae, "text_encoder": text_encoder, "depth": depth_model}
     for name, flag in (("vae", "--vae"), ("text_encoder", "--text-encoder")):
         if paths[name] is None:

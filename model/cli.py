@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from model.mfm import MFM_CONFIGS, MfM, build_on_meta
+from model.mfm import MFM_CONFIGS, build_on_meta
+from model.release import export_release, load_transformer
 
 
 def summary(size: str) -> str:
@@ -26,9 +27,7 @@ def summary(size: str) -> str:
 
 
 def convert(src: str, out: str, to_release: bool) -> None:
-    from model.release import export_release
-
-    model = MfM.from_pretrained(src)
+    model = load_transformer(src)
     if to_release:
         export_release(model, out)
     else:

@@ -4,14 +4,15 @@ timestep + motion score, 3D RoPE, QK RMSNorm over the inner dim, and a conv adap
 Reads top to bottom: helpers, embedders, attention, `MfMBlock`, `FinalLayer`, `MfM`, presets. Structure and
 constants follow the released model (official-mfm-facts.md); `model/release.py` maps its weight names to ours.
 
-`MfM.forward` also takes a list of latents of different sizes and packs them into one token sequence
-(NaViT, the paper's multi-resolution stage): self-attention stays within each sample, every token gets its
-own sample's timestep/motion modulation, text and RoPE grid, so each output equals the unpacked one.
+`MfM.forward` takes a batch of same-size latents; `MfM.forward_packed` takes a list of latents of different
+sizes and packs them into one token sequence (NaViT, the paper's multi-resolution stage): self-attention stays
+within each sample, every token gets its own sample's timestep/motion modulation, text and RoPE grid, so each
+output equals the unpacked one. Training concerns (activation checkpointing, compile, sharding) are applied
+from outside by trainer/parallel.py; loading a released folder is model/release.py's `load_transformer`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -21,11 +22,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.checkpoint import (
-    CheckpointPolicy,
-    checkpoint,
-    create_selective_checkpoint_contexts,
-)
 
 from model.adapter import ConditionAdapter
 from model.math import ATTENTION_BACKENDS, apply_rope, attention, rope_3d
@@ -33,42 +29,6 @@ from model.math import ATTENTION_BACKENDS, apply_rope, attention, rope_3d
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TEXT_PAD_BIAS = -10000.0  # additive attention bias on padded text tokens (release value)
-
-_aten = torch.ops.aten
-# Outputs kept by selective checkpointing: the attention kernels (out + log-sum-exp, so backward needs no
-# attention recompute), and for "selective_matmul" also the Linear products. All else (norms, modulate, RoPE,
-# GELU, layout changes) is recomputed in backward.
-_ATTENTION_OPS = frozenset({
-    _aten._scaled_dot_product_flash_attention.default, _aten._scaled_dot_product_efficient_attention.default,
-    _aten._scaled_dot_product_cudnn_attention.default, _aten._scaled_dot_product_flash_attention_for_cpu.default,
-})  # fmt: skip
-_MATMUL_OPS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.bmm.default})
-CHECKPOINT_MODES = ("off", "full", "selective", "selective_matmul")
-
-
-def _checkpoint_policy(saved_ops: frozenset, ctx, func, *args, **kwargs) -> CheckpointPolicy:
-    return CheckpointPolicy.MUST_SAVE if func in saved_ops else CheckpointPolicy.PREFER_RECOMPUTE
-
-
-def checkpoint_saved_ops(mode: str) -> frozenset:
-    """The aten ops whose outputs a selective checkpointing mode keeps (none for "full")."""
-    return {"selective": _ATTENTION_OPS, "selective_matmul": _ATTENTION_OPS | _MATMUL_OPS}.get(mode, frozenset())
-
-
-def _selective_context_fn(mode: str):
-    """The `context_fn` of `torch.utils.checkpoint.checkpoint` for a selective checkpointing mode."""
-    policy = functools.partial(_checkpoint_policy, checkpoint_saved_ops(mode))
-    return functools.partial(create_selective_checkpoint_contexts, policy)
-
-
-def checkpoint_mode(mode: bool | str) -> str:
-    """Normalise True/False and the mode names to one of CHECKPOINT_MODES."""
-    if isinstance(mode, bool):
-        mode = "full" if mode else "off"
-    if mode not in CHECKPOINT_MODES:
-        raise ValueError(f"gradient checkpointing mode {mode!r} is not one of {CHECKPOINT_MODES} (or True/False)")
-    return mode
-
 
 @dataclass(frozen=True)
 class MfMConfig:
@@ -271,28 +231,8 @@ class MfMBlock(nn.Module):
         self.cross_attn = Attention(d, cfg.num_heads, cfg.text_dim, cfg.norm_eps, cfg.attention_backend)
         self.norm_mlp = nn.RMSNorm(d, eps=cfg.norm_eps)
         self.mlp = MLP(d, cfg.mlp_ratio * d)
-        self.checkpointing = "off"  # one of CHECKPOINT_MODES; set by `MfM.enable_gradient_checkpointing`
 
     def forward(
-        self,
-        x: torch.Tensor,
-        c: torch.Tensor,
-        text: torch.Tensor,
-        text_bias: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        packing: Packing | None = None,
-    ) -> torch.Tensor:
-        """The block, recomputed in backward per `self.checkpointing` (inside forward, so that a compiled
-        block compiles its checkpointing too)."""
-        inputs = (x, c, text, text_bias, rope, packing)
-        if self.checkpointing == "off" or not torch.is_grad_enabled():
-            return self.block_forward(*inputs)
-        if self.checkpointing == "full":  # the default context_fn (dynamo takes no explicit no-op one)
-            return checkpoint(self.block_forward, *inputs, use_reentrant=False)
-        return checkpoint(self.block_forward, *inputs, use_reentrant=False,
-                          context_fn=_selective_context_fn(self.checkpointing))  # fmt: skip
-
-    def block_forward(
         self,
         x: torch.Tensor,
         c: torch.Tensor,
@@ -383,9 +323,9 @@ class MfM(nn.Module):
         cond_depth: torch.Tensor,
         cond_mask: torch.Tensor,
         motion_score: torch.Tensor,
-    ) -> torch.Tensor | list[torch.Tensor]:
+    ) -> torch.Tensor:
         """
-        x:            (B, C, t, h, w) noisy latent; a list of (C, t, h, w) latents is packed (`forward_packed`)
+        x:            (B, C, t, h, w) noisy latent (samples of different sizes: `forward_packed`)
         timestep:     (B,) on the 0–1000 scale (1000 = pure noise)
         text:         (B, L, text_dim) T5 states; text_mask (B, L), 1/True = real token, 0 = padding
         cond_pixels:  (B, 3, T, H, W) RGB in [-1, 1] times the mask, T = 4(t-1)+1, H = 8h, W = 8w
@@ -394,8 +334,6 @@ class MfM(nn.Module):
         motion_score: (B,) raw motion score (5 for video by default, 0 for images)
         returns       (B, C, t, h, w) velocity (noise − x0)
         """
-        if isinstance(x, (list, tuple)):
-            return self.forward_packed(x, timestep, text, text_mask, cond_pixels, cond_depth, cond_mask, motion_score)
         cfg, p = self.config, self.config.patch_size
         b, _, t, h, w = x.shape
         grid = (t, h // p, w // p)
@@ -481,20 +419,6 @@ class MfM(nn.Module):
         out = torch.einsum("nfhwpqc->ncfhpwq", out)
         return out.reshape(out.shape[0], c, t, gh * p, gw * p)
 
-    def enable_gradient_checkpointing(self, mode: bool | str = True) -> None:
-        """Recompute blocks in the backward pass instead of keeping their activations. `mode`: "full" (or True)
-        keeps only each block's inputs; "selective" also keeps the attention outputs and recomputes the rest;
-        "selective_matmul" keeps the attention and Linear outputs and recomputes only the elementwise ops;
-        "off" (or False) keeps everything."""
-        mode = checkpoint_mode(mode)
-        for block in self.blocks:
-            block.checkpointing = mode
-
-    @property
-    def gradient_checkpointing(self) -> str:
-        """The blocks' checkpointing mode (one of CHECKPOINT_MODES)."""
-        return self.blocks[0].checkpointing
-
     # ---- FLOPs (for MFU) --------------------------------------------------------------------------------
 
     def forward_flops(self, num_tokens: int, text_len: int = 77) -> int:
@@ -531,21 +455,28 @@ class MfM(nn.Module):
         device: torch.device | str = "cpu",
         **overrides,
     ) -> MfM:
-        """Load our checkpoint folder, or a released MfM `transformer/` folder (or its pipeline root)."""
-        from model import release
-
+        """Load our checkpoint folder (`save_pretrained`'s config.json + safetensors); `overrides` replace config
+        fields. A released `transformer/` folder or pipeline root loads with `model.release.load_transformer`."""
         path = Path(path)
-        if (path / "transformer").is_dir() and not (path / CONFIG_NAME).exists():
-            path = path / "transformer"
         if not (path / CONFIG_NAME).exists():
-            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; expected an MfM or released transformer folder")
+            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; expected an MfM checkpoint folder (a pipeline root "
+                                    "or a released folder loads with model.release.load_transformer)")
         raw = json.loads((path / CONFIG_NAME).read_text())
-        if raw.get("_class_name") == "MfM":
-            cfg = MfMConfig.from_dict({k: v for k, v in raw.items() if k != "_class_name"} | overrides)
-            state = load_file(path / _weights_name(variant))
-        else:
-            cfg = MfMConfig.from_dict(asdict(release.config_from_release(raw)) | overrides)
-            state = release.state_dict_from_release(release.load_release_weights(path))
+        if raw.get("_class_name") != "MfM":
+            raise ValueError(f"{path} is not an MfM checkpoint folder (its config's _class_name is "
+                             f"{raw.get('_class_name')!r}); load a released folder with model.release.load_transformer")
+        cfg = MfMConfig.from_dict({k: v for k, v in raw.items() if k != "_class_name"} | overrides)
+        return cls.from_state_dict(cfg, load_file(path / _weights_name(variant)), dtype, device)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        cfg: MfMConfig,
+        state: dict[str, torch.Tensor],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> MfM:
+        """Build on the meta device and load `state`, which must hold every parameter by our names."""
         with torch.device("meta"):
             model = cls(cfg)
         model.load_state_dict_strict(state)

@@ -1,5 +1,6 @@
 """Conversion between the released MfM transformer (diffusers-style `transformer/` folder of leeruibin/MfM's
-`Transformer3DModel`) and our `MfM`: config, weight names, and export back to the release layout.
+`Transformer3DModel`) and our `MfM`: config, weight names, export back to the release layout, and
+`load_transformer`, the one loader for either format (`MfM.from_pretrained` reads ours only).
 
 The release's names mislead in places (`pos_embed.proj` is the patch embedding, `guidance_embedder` embeds
 the motion score), so ours differ; the table below is the whole mapping, applied in both directions.
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.mfm import MfM, MfMConfig
+from model.mfm import CONFIG_NAME, MfM, MfMConfig
 
 RELEASE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -156,6 +158,28 @@ def load_release_weights(folder: Path) -> dict[str, torch.Tensor]:
     if not files:
         raise FileNotFoundError(f"{folder}: no {RELEASE_WEIGHTS} (or shards) found")
     return {k: v for f in files for k, v in load_file(f).items()}
+
+
+def load_transformer(
+    path: str | Path,
+    variant: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    **overrides,
+) -> MfM:
+    """Our checkpoint folder, a released `transformer/` folder, or a pipeline root holding either as
+    `transformer/` -> MfM: ours through `MfM.from_pretrained` (`variant` "ema" picks the EMA weights), the
+    release's through `config_from_release` and `state_dict_from_release`. `overrides` replace config fields."""
+    path = Path(path)
+    if (path / "transformer").is_dir() and not (path / CONFIG_NAME).exists():
+        path = path / "transformer"
+    if not (path / CONFIG_NAME).exists():
+        raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; expected an MfM or released transformer folder")
+    raw = json.loads((path / CONFIG_NAME).read_text())
+    if raw.get("_class_name") == "MfM":
+        return MfM.from_pretrained(path, variant, dtype, device, **overrides)
+    cfg = MfMConfig.from_dict(asdict(config_from_release(raw)) | overrides)
+    return MfM.from_state_dict(cfg, state_dict_from_release(load_release_weights(path)), dtype, device)
 
 
 def export_release(model: MfM, folder: str | Path) -> None:

@@ -15,8 +15,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from model.flow import flow_matching_loss, interpolate, model_timestep, sample_t, velocity_target
 from model.math import apply_rope, rope_3d
 from model.mfm import MFM_CONFIGS, MfM, MfMConfig, build_on_meta
-from model.release import config_from_release, export_release, load_release_weights, state_dict_from_release
+from model.release import (
+    config_from_release,
+    export_release,
+    load_release_weights,
+    load_transformer,
+    state_dict_from_release,
+)
 from model.sampling import Conditioning, sample
+from trainer.activation_checkpointing import apply_activation_checkpointing
 
 RELEASE_TINY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "release-tiny"
 TINY = MFM_CONFIGS["tiny"]
@@ -71,7 +78,7 @@ def randomized(cfg: MfMConfig = TINY, seed: int = 0) -> MfM:
 
 def test_release_tiny_forward_matches_release_output(tmp_path):
     torch.manual_seed(0)
-    model = MfM.from_pretrained(release_folder(tmp_path).parent).eval()  # pipeline root with transformer/
+    model = load_transformer(release_folder(tmp_path).parent).eval()  # pipeline root with transformer/
     inp = load_file(RELEASE_TINY / "inputs.safetensors")
     expected = load_file(RELEASE_TINY / "output.safetensors")["output"]
     with torch.no_grad():
@@ -92,7 +99,7 @@ def test_release_weights_load_with_no_missing_or_unexpected_and_round_trip_bit_e
     folder = release_folder(tmp_path)
     release_state = load_release_weights(folder)
     ours = state_dict_from_release(release_state)
-    model = MfM.from_pretrained(folder)
+    model = load_transformer(folder)
     assert set(ours) == set(model.state_dict())  # zero missing, zero unexpected
     export_release(model, tmp_path / "exported")
     exported = load_file(tmp_path / "exported" / "diffusion_pytorch_model.safetensors")
@@ -100,6 +107,14 @@ def test_release_weights_load_with_no_missing_or_unexpected_and_round_trip_bit_e
     for k, v in release_state.items():
         assert torch.equal(exported[k], v.float()), k
     assert config_from_release(json.loads((tmp_path / "exported" / "config.json").read_text())) == model.config
+
+
+def test_from_pretrained_reads_our_folders_only_and_names_the_release_loader(tmp_path):
+    folder = release_folder(tmp_path)
+    with pytest.raises(ValueError, match="model.release.load_transformer"):
+        MfM.from_pretrained(folder)
+    with pytest.raises(FileNotFoundError, match="model.release.load_transformer"):
+        MfM.from_pretrained(folder.parent)
 
 
 def test_release_weights_with_a_missing_key_are_rejected_by_name(tmp_path):
@@ -197,7 +212,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for ckpt in (False, True):
         model = randomized()
-        model.enable_gradient_checkpointing(ckpt)
+        apply_activation_checkpointing(model, ckpt)
         model(**inp).square().mean().backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     for name in grads[0]:

@@ -9,6 +9,7 @@ from test_model import TINY, random_inputs, randomized
 
 from model.math import rope_3d
 from model.mfm import MfM
+from trainer.activation_checkpointing import apply_activation_checkpointing, checkpoint_block, checkpointing_mode
 from trainer.parallel import apply_compile
 
 # fp32 tolerances: recomputation replays the same ops (bitwise equal up to the kernel's own determinism);
@@ -34,8 +35,8 @@ def test_checkpointing_modes_give_the_gradients_of_no_checkpointing(mode):
     inp = random_inputs(TINY, 9)
     reference = forward_and_grads(randomized(), inp)
     model = randomized()
-    model.enable_gradient_checkpointing(mode)
-    assert model.gradient_checkpointing == {True: "full"}.get(mode, mode)
+    apply_activation_checkpointing(model, mode)
+    assert checkpointing_mode(model) == {True: "full"}.get(mode, mode)
     assert_same(forward_and_grads(model, inp), reference, RECOMPUTE_TOL)
 
 
@@ -50,7 +51,7 @@ def test_selective_checkpointing_keeps_attention_outputs_and_less_than_no_checkp
 
 def test_unknown_checkpointing_mode_is_refused():
     with pytest.raises(ValueError, match="'partial' is not one of"):
-        randomized().enable_gradient_checkpointing("partial")
+        apply_activation_checkpointing(randomized(), "partial")
 
 
 def test_compiled_blocks_equal_eager_forward_and_gradients():
@@ -58,7 +59,8 @@ def test_compiled_blocks_equal_eager_forward_and_gradients():
     inp = random_inputs(TINY, 5, size=(32, 32))  # 2 x (2·2·2) tokens
     eager, compiled = randomized(), randomized()
     for model in (eager, compiled):
-        model.blocks[0].checkpointing, model.blocks[1].checkpointing = "off", "selective"
+        checkpoint_block(model.blocks[0], "off")
+        checkpoint_block(model.blocks[1], "selective")
     apply_compile(compiled)
     with torch._inductor.config.patch(compile_threads=1):  # no worker pool to start on a 2-core CI machine
         got = forward_and_grads(compiled, inp)
@@ -68,7 +70,7 @@ def test_compiled_blocks_equal_eager_forward_and_gradients():
 @pytest.mark.parametrize("mode", ["off", "full", "selective", "selective_matmul"])
 def test_a_block_compiles_without_graph_breaks(mode):
     model = randomized()
-    model.enable_gradient_checkpointing(mode)
+    apply_activation_checkpointing(model, mode)
     block, d = model.blocks[0], TINY.dim
     x = torch.randn(1, 8, d, requires_grad=True)
     c, text, bias = torch.randn(1, d), torch.randn(1, 7, TINY.text_dim), torch.zeros(1, 1, 1, 7)

@@ -96,12 +96,12 @@ def test_every_preset_validates():
 def test_init_from_a_released_folder_or_our_checkpoint_step(tmp_path):
     from test_model import release_folder
 
-    from model.mfm import MfM
+    from model.release import load_transformer
     from trainer.train import build_model
 
     released = release_folder(tmp_path)  # <root>/transformer/ in the release's layout and names
     model = build_model("tiny", "auto", str(released.parent), seed=0)
-    reference = MfM.from_pretrained(released)
+    reference = load_transformer(released)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
     step = tmp_path / "run" / "checkpoints" / "step_00000010"
     model.save_pretrained(step / "model")  # what a checkpoint's consolidated export looks like

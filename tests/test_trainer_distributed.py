@@ -135,7 +135,7 @@ def _sp_worker(rank: int, port: int) -> None:
     from trainer.configs import deepspeed_config, load_config
     from trainer.ema import ShardedEma
     from trainer.parallel import init_distributed, parallelize_mfm
-    from trainer.step import PreparedBatch, per_sample_loss, train_step
+    from trainer.step import PreparedBatch, model_forward, per_sample_loss, train_step
 
     dims = init_distributed(sp=2, backend="gloo")
     inp = random_inputs(TINY, 9, size=(32, 48), batch=2)  # 3 x 2 x 3 = 18 tokens: 9 per rank
@@ -152,9 +152,9 @@ def _sp_worker(rank: int, port: int) -> None:
     with torch.no_grad():  # packed under sp=2: 2 samples, 18 + 6 tokens, split 12 / 12 across the ranks
         image = random_inputs(TINY, 1, size=(32, 48), batch=1, seed=3)
         keys = ("x", "cond_pixels", "cond_depth", "cond_mask")
-        packed = engine(*([inp[k][0], image[k][0]] if k in keys else torch.cat([inp[k][:1], image[k]]) for k in
-                          ("x", "timestep", "text", "text_mask", "cond_pixels", "cond_depth", "cond_mask",
-                           "motion_score")))  # fmt: skip
+        both = {k: [inp[k][0], image[k][0]] if k in keys else torch.cat([inp[k][:1], image[k]]) for k in inp}
+        both["xs"] = both.pop("x")
+        packed = model_forward(engine, both, packed=True)
         torch.testing.assert_close(packed[0], reference(**{k: v[:1] for k, v in inp.items()})[0], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(packed[1], reference(**image)[0], atol=1e-5, rtol=1e-4)
     engine.step()

@@ -22,7 +22,7 @@ def test_packed_forward_equals_unpacked_per_sample():
     for d, motion in zip(samples, (5.0, 0.0, 2.5)):
         d["motion_score"] = torch.tensor([motion], dtype=torch.double)
     unpacked = [model(**d)[0] for d in samples]
-    packed = model(
+    packed = model.forward_packed(
         [d["x"][0] for d in samples],
         torch.cat([d["timestep"] for d in samples]),
         torch.cat([d["text"] for d in samples]),

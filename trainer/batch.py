@@ -76,7 +76,7 @@ class BatchBuilder:
             x0s = [self.vae.encode(frames[None])[0] for frames, _ in built]  # (C, t, h, w) each
             noises = [torch.randn(x0.shape, generator=gen).to(self.device) for x0 in x0s]
             xs = [interpolate(x0[None], n[None], ti[None])[0].to(self.dtype) for x0, n, ti in zip(x0s, noises, t)]
-            inputs = common | {"x": xs, "cond_pixels": [c.pixels for c in conds],
+            inputs = common | {"xs": xs, "cond_pixels": [c.pixels for c in conds],
                                "cond_depth": [c.depth for c in conds],
                                "cond_mask": [c.mask for c in conds]}  # fmt: skip
             target: Any = [velocity_target(x0, n) for x0, n in zip(x0s, noises)]
@@ -87,4 +87,4 @@ class BatchBuilder:
             inputs = common | {"x": interpolate(x0, noise, t).to(self.dtype), **stack_conditions(conds)}
             target = velocity_target(x0, noise)
         tokens = [s.tokens for s in samples]
-        return PreparedBatch(inputs, target, [c.task for c in conds], tokens)
+        return PreparedBatch(inputs, target, [c.task for c in conds], tokens, self.packed)

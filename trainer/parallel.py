@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from model.mfm import CoreAttention, MfM, MfMBlock, TokenSharding
+from trainer.activation_checkpointing import apply_activation_checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -193,16 +194,15 @@ def parallelize_mfm(
     gradient_checkpointing: bool | str,
     compile: bool = False,
 ):
-    """Activation checkpointing (a mode of `MfM.enable_gradient_checkpointing`: False/"off", True/"full",
+    """Activation checkpointing (a mode of `apply_activation_checkpointing`: False/"off", True/"full",
     "selective", "selective_matmul"), then torch.compile per block, then Ulysses (sp > 1), then ZeRO-3 via
-    `deepspeed.initialize`; returns the DeepSpeed engine. The order is fixed: checkpointing sits inside each
+    `deepspeed.initialize`; returns the DeepSpeed engine. The order is fixed: checkpointing replaces each
     block's forward, compile takes the block with its checkpointing, Ulysses swaps modules inside the blocks
     (before the first call, so the compiled graph sees them), and ZeRO-3 partitions the finished module tree."""
     import deepspeed
 
-    model.enable_gradient_checkpointing(gradient_checkpointing)
-    log.info("parallelize 1/4: activation checkpointing %s on %d blocks", model.gradient_checkpointing,
-             len(model.blocks))  # fmt: skip
+    mode = apply_activation_checkpointing(model, gradient_checkpointing)
+    log.info("parallelize 1/4: activation checkpointing %s on %d blocks", mode, len(model.blocks))
     if compile:
         make_blocks_zero3_leaves(model)
         apply_compile(model)

@@ -17,10 +17,28 @@ from model.flow import flow_matching_loss
 
 @dataclass
 class PreparedBatch:
-    inputs: dict[str, Any]  # MfM.forward keyword arguments; `x` and cond_* are lists when packed
+    inputs: dict[str, Any]  # keyword arguments of MfM.forward, or of MfM.forward_packed (x, cond_* lists)
     target: torch.Tensor | list[torch.Tensor]  # velocity, like the model's output
     tasks: list[str]  # task id per sample
     tokens: list[int]  # latent tokens per sample
+    packed: bool = False  # the inputs are for MfM.forward_packed (NaViT)
+
+
+def model_forward(engine: Any, inputs: dict[str, Any], packed: bool = False) -> Any:
+    """The engine's forward: `MfM.forward` on a batch, or with `packed` `MfM.forward_packed` (a list out).
+
+    A packed call still goes through `engine(...)`: DeepSpeed's forward registers the output hooks that start
+    ZeRO's backward, and ZeRO-3's hooks on the root module (step reset, parameter gathers) fire around
+    `module(...)`; calling `engine.module.forward_packed` directly would skip them all. So for this one call
+    the root's `forward` is its packed entry."""
+    if not packed:
+        return engine(**inputs)
+    module = engine.module
+    module.forward = module.forward_packed
+    try:
+        return engine(**inputs)
+    finally:
+        del module.forward  # the instance attribute: back to the class's forward
 
 
 def per_sample_loss(pred: Any, target: Any) -> torch.Tensor:
@@ -43,7 +61,7 @@ def train_step(engine: Any, batch: PreparedBatch) -> StepResult:
     The finiteness check is all-reduced so that every rank skips together: ZeRO-3's collectives in
     backward and step must be entered by all ranks or none. Reading it is the step's one host sync
     (tests/test_perf_syncs.py); losses and the grad norm stay on the device for the metrics to read."""
-    losses = per_sample_loss(engine(**batch.inputs), batch.target)
+    losses = per_sample_loss(model_forward(engine, batch.inputs, batch.packed), batch.target)
     loss = losses.mean()
     finite = torch.isfinite(loss.detach()).float().reshape(1)
     dist.all_reduce(finite, op=dist.ReduceOp.MIN)

@@ -29,6 +29,7 @@ import yaml
 from config_files import ConfigError, parse_overrides
 from model.geometry import sample_tokens
 from model.mfm import MFM_CONFIGS, MfM
+from model.release import load_transformer
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
 from trainer import checkpoint
@@ -74,7 +75,7 @@ def build_model(size: str, attention_backend: str, init_from: str | None, seed: 
         return MfM(want)
     path = Path(init_from)
     path = path / "model" if (path / "model" / "config.json").is_file() else path  # a checkpoint step folder
-    model = MfM.from_pretrained(path, attention_backend=attention_backend)
+    model = load_transformer(path, attention_backend=attention_backend)
     if model.config != want:
         raise ValueError(f"--init-from {path}: {model.config} is not model.size={size!r} ({want})")
     return model

@@ -22,7 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from model.math import rope_3d
-from model.mfm import CHECKPOINT_MODES, MFM_CONFIGS, MfMBlock, MfMConfig, checkpoint_mode, checkpoint_saved_ops
+from model.mfm import MFM_CONFIGS, MfMBlock, MfMConfig
+from trainer.activation_checkpointing import CHECKPOINT_MODES, checkpoint_block, checkpoint_mode, checkpoint_saved_ops
 
 ZERO3_BYTES_PER_PARAM = 2 + 2 + 4 + 4 + 4  # bf16 weight, bf16 grad, fp32 master, Adam m and v
 TEXT_LEN = 77
@@ -48,7 +49,7 @@ def saved_activation_bytes(
     cfg: MfMConfig, tokens: int, dtype: torch.dtype = torch.bfloat16, checkpointing: str = "off"
 ) -> int:
     """Bytes autograd keeps for backward through one block on `tokens` tokens (one sample), by storage, under
-    a checkpointing mode of `MfMBlock`: "off" everything; "full" the block's inputs; "selective*" the inputs
+    a checkpointing mode (`checkpoint_block`): "off" everything; "full" the block's inputs; "selective*" the inputs
     plus the outputs of the ops the selective policy keeps (`checkpoint_saved_ops`; SAC's own store bypasses
     saved-tensor hooks, so those outputs are counted as the ops run)."""
     if checkpointing not in ("off", "full"):
@@ -61,7 +62,7 @@ def saved_activation_bytes(
 def _saved_bytes(cfg: MfMConfig, tokens: int, dtype: torch.dtype, checkpointing: str) -> int:
     torch.manual_seed(0)
     block = MfMBlock(cfg).to(dtype)
-    block.checkpointing = checkpointing
+    checkpoint_block(block, checkpointing)
     x = torch.randn(1, tokens, cfg.dim, dtype=dtype, requires_grad=True)
     c = torch.randn(1, cfg.dim, dtype=dtype)
     text = torch.randn(1, TEXT_LEN, cfg.text_dim, dtype=dtype)
@@ -121,7 +122,7 @@ def estimate(
     kept: ActivationFit | None = None,
 ) -> MemoryEstimate:
     """Per-GPU memory of one training step (batch 1 per sequence-parallel group). `checkpointing` is a mode of
-    `MfM.enable_gradient_checkpointing`; the selective modes need `kept`, the fit of what that mode saves per
+    `apply_activation_checkpointing`; the selective modes need `kept`, the fit of what that mode saves per
     layer (`fit_activation_bytes(..., checkpointing=mode)`)."""
     mode = checkpoint_mode(checkpointing)
     layers = layers or cfg.num_layers

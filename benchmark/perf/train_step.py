@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from benchmark.perf.roofline import H100_PEAK_BF16, STAGES, attainable_step, time_attention
-from model.mfm import CHECKPOINT_MODES, MFM_CONFIGS, MfM
+from model.mfm import MFM_CONFIGS, MfM
+from trainer.activation_checkpointing import CHECKPOINT_MODES
 from trainer.configs import deepspeed_config, load_config
 from trainer.metrics import peak_flops
 from trainer.parallel import init_distributed, parallelize_mfm

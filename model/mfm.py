@@ -5,7 +5,7 @@ Reads top to bottom: helpers, embedders, attention, `MfMBlock`, `FinalLayer`, `M
 constants follow the released model (official-mfm-facts.md); `model/release.py` maps its weight names to ours.
 
 `MfM.forward` takes a batch of same-size latents; `MfM.forward_packed` takes a list of latents of different
-sizes and packs them into one token sequence (NaViT, the paper's multi-resolution stage): self-attention stays
+sizes and packs them into one token sequence (NaViT, the paper's multi-resolution phase): self-attention stays
 within each sample, every token gets its own sample's timestep/motion modulation, text and RoPE grid, so each
 output equals the unpacked one. Training concerns (activation checkpointing, compile, sharding) are applied
 from outside by trainer/parallel.py; loading a released folder is model/release.py's `load_transformer`.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.perf.roofline import STAGES, attainable_step, attention_flops, block_matmuls
+from benchmark.perf.roofline import PHASES, attainable_step, attention_flops, block_matmuls
 from model.mfm import MFM_CONFIGS, MfM, build_on_meta
 
 
@@ -13,7 +13,7 @@ def test_timed_operations_cover_exactly_three_forward_passes_of_the_blocks():
     for size in ("tiny", "2b"):
         cfg = MFM_CONFIGS[size]
         model = build_on_meta(size) if size != "tiny" else MfM(cfg)
-        for grid, batch in STAGES.values():
+        for grid, batch in PHASES.values():
             tokens = grid[0] * grid[1] * grid[2]
             mms = block_matmuls(cfg, tokens, batch)
             fwd = sum(m.flops for m in mms if m.phase == "fwd")
@@ -70,7 +70,7 @@ def test_selective_checkpointing_estimate_sits_between_full_and_none():
 def test_loader_benchmark_runs_the_trainer_stream_on_a_small_table(capsys):
     from benchmark.perf.loader_throughput import main
 
-    assert main(["--stages", "128px", "--samples", "1", "--clips", "1", "--source-size", "144", "256"]) == 0
+    assert main(["--phases", "128px", "--samples", "1", "--clips", "1", "--source-size", "144", "256"]) == 0
     stored, proxies = capsys.readouterr().out.strip().splitlines()[-2:]
     assert "reading stored clips" in stored and "reading proxies for 128x224 352x640" in proxies
     assert all("samples/s per core" in line and "cores per GPU" in line for line in (stored, proxies))

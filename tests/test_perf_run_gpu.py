@@ -18,7 +18,7 @@ def test_run_gpu_dry_run_prints_the_commands_it_would_run():
     commands = [line[2:] for line in proc.stderr.splitlines() if line.startswith("+ ")]
     assert commands[0].startswith("python3 -m pip install") and "--target /tmp/site" in commands[0]
     steps = [c for c in commands if "benchmark/perf/train_step.py" in c]
-    assert [s.split("--stages ")[1].split(" --")[0] for s in steps] == ["128px 360px", "720px"]
+    assert [s.split("--phases ")[1].split(" --")[0] for s in steps] == ["128px 360px", "720px"]
     assert all("--roofline" in s and "--append" in s and s.startswith("timeout ") for s in steps)
     assert "--layers" not in steps[0] and "--layers 8" in steps[1]  # full depth at 128/360px
     assert (results.read_text() if results.exists() else None) == before  # nothing ran

@@ -1,4 +1,4 @@
-"""NaViT packing (multi-resolution stage): a packed forward equals the unpacked forward of every sample, and
+"""NaViT packing (multi-resolution phase): a packed forward equals the unpacked forward of every sample, and
 the pack builder keeps the token budget and the stream order."""
 
 from __future__ import annotations

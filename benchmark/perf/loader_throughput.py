@@ -1,8 +1,8 @@
-"""Training-loader throughput per CPU core: condition-ready samples/s from a `clips` Lance table at each stage.
+"""Training-loader throughput per CPU core: condition-ready samples/s from a `clips` Lance table at each phase.
 
 One process, one thread, no DataLoader workers: the trainer's own `ClipStream` reads rows through Lance,
 decodes the media (the stored clip, or with `proxies` the smallest stored proxy that covers the sample), takes
-the stage's frame window with its depth, resizes and crops to the bucket, and `sample_training_condition`
+the phase's frame window with its depth, resizes and crops to the bucket, and `sample_training_condition`
 builds the task condition (the VAE and T5 run on the GPU and are not counted). The table holds synthetic
 sharp 720p clips (`--source-size`) with depth maps and proxies, stored as curation stores them.
 
@@ -10,7 +10,7 @@ Cores per GPU = the samples/s one H100 takes at the attainable step time over th
 the attainable step is the estimate of `roofline.estimated_attainable_seconds` (this workplace's measured H100
 matmul and attention rates over the model's exact FLOPs).
 
-    python benchmark/perf/loader_throughput.py --stages 128px 360px 720px [--append]
+    python benchmark/perf/loader_throughput.py --phases 128px 360px 720px [--append]
 """
 
 from __future__ import annotations
@@ -76,11 +76,11 @@ def write_clips_table(
     return uri
 
 
-def per_core_rate(table: str, stage: str, samples: int, proxies: bool) -> float:
-    """Condition-ready video samples per second on one core at `stage` (image share 0)."""
+def per_core_rate(table: str, phase: str, samples: int, proxies: bool) -> float:
+    """Condition-ready video samples per second on one core at `phase` (image share 0)."""
     cfg = load_config(overrides={"data.table": table, "frozen.root": "unused", "data.image_share.start": 0.0,
                                  "data.image_share.end": 0.0, "data.image_share.hold_steps": 0,
-                                 "data.proxies": proxies}, preset=f"2b_{stage}")  # fmt: skip
+                                 "data.proxies": proxies}, preset=f"2b_{phase}")  # fmt: skip
     spec = SampleSpec.from_config(cfg.data, batch_size=1, sp=1)
     ds = open_clips(table, None, {})
     stream = ClipStream(table, ds.version, {}, trainable_offsets(ds, None), 0, 1, seed=0, spec=spec, read_batch=1)
@@ -96,24 +96,24 @@ def per_core_rate(table: str, stage: str, samples: int, proxies: bool) -> float:
     return samples / (time.perf_counter() - start)
 
 
-def gpu_rate(stage: str) -> float:
-    """Samples/s one H100 trains `2b` at `stage` at the attainable step time (estimated from kernel rates)."""
-    seconds, batch = estimated_attainable_seconds(MFM_CONFIGS["2b"], stage)
+def gpu_rate(phase: str) -> float:
+    """Samples/s one H100 trains `2b` at `phase` at the attainable step time (estimated from kernel rates)."""
+    seconds, batch = estimated_attainable_seconds(MFM_CONFIGS["2b"], phase)
     return batch / seconds
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stages", nargs="+", choices=["128px", "360px", "720px"], default=["128px", "360px", "720px"])
-    p.add_argument("--samples", type=int, default=6, help="samples timed per stage")
+    p.add_argument("--phases", nargs="+", choices=["128px", "360px", "720px"], default=["128px", "360px", "720px"])
+    p.add_argument("--samples", type=int, default=6, help="samples timed per phase")
     p.add_argument("--clips", type=int, default=3)
     p.add_argument("--source-size", type=int, nargs=2, default=(720, 1280), metavar=("H", "W"))
     p.add_argument("--proxy-phases", nargs="*", default=["128x224", "352x640"],
                    help="phase sizes HxW the table stores proxies for (curation's proxies.phases); none: no proxies")
     p.add_argument("--append", action="store_true", help="append the lines to benchmark/perf/RESULTS.md")
     args = p.parse_args(argv)
-    assert all(f"2b_{s}" in PRESETS for s in args.stages)
+    assert all(f"2b_{s}" in PRESETS for s in args.phases)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per core
     try:
@@ -132,13 +132,13 @@ def measure(args: argparse.Namespace) -> list[str]:
         phases = [parse_size(phase) for phase in args.proxy_phases]
         table = write_clips_table(Path(tmp), args.clips, 97, tuple(args.source_size), phases)
         lines = []
-        for stage in args.stages:
-            gpu = gpu_rate(stage)
+        for phase in args.phases:
+            gpu = gpu_rate(phase)
             for proxies in (False, True) if phases else (False,):
-                rate = per_core_rate(table, stage, args.samples, proxies)
+                rate = per_core_rate(table, phase, args.samples, proxies)
                 media = f"proxies for {' '.join(args.proxy_phases)}" if proxies else "stored clips"
                 lines.append(
-                    f"loader 2b {stage} from {args.source_size[0]}p clips, reading {media}: {rate:.2f} samples/s "
+                    f"loader 2b {phase} from {args.source_size[0]}p clips, reading {media}: {rate:.2f} samples/s "
                     f"per core; one H100 at the attainable step (estimate) takes {gpu:.2f} samples/s -> "
                     f"{gpu / rate:.1f} cores per GPU"
                 )

@@ -1,11 +1,11 @@
 """The attainable training step of MfM: the best available kernels, timed in isolation, at the model's shapes.
 
-For each stage size, every distinct matmul of a block (forward, and the two backward products of each) and the
+For each phase size, every distinct matmul of a block (forward, and the two backward products of each) and the
 attention forward + backward are timed on the given device; their sum over the layers is the step time the best
 kernels allow for the model's exact FLOPs. MFU counts 3 × forward FLOPs (attention as 4·N²·D per layer) over
 the peak. `train_step.py` divides this attainable time by the real step time: the fraction of attainable.
 
-    python benchmark/perf/roofline.py --size 2b --stages 128px 360px 720px [--layers 28] [--append RESULTS.md]
+    python benchmark/perf/roofline.py --size 2b --phases 128px 360px 720px [--layers 28] [--append RESULTS.md]
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ H100_MATMUL_BF16 = 767e12
 H100_ATTENTION_BF16 = 440e12
 TEXT_LEN = 77
 
-# Token grid (t, h, w) and samples per GPU of each training stage (paper §3.3, Table 3): 128px 49×128×224 ->
+# Token grid (t, h, w) and samples per GPU of each training phase (paper §3.3, Table 3): 128px 49×128×224 ->
 # 13×8×14 tokens (bs 16, packed), 360px 89×352×640 -> 23×22×40 (bs 2), 720p 97×720×1280 -> 25×45×80 (bs 1).
-STAGES: dict[str, tuple[tuple[int, int, int], int]] = {
+PHASES: dict[str, tuple[tuple[int, int, int], int]] = {
     "128px": ((13, 8, 14), 16),
     "360px": ((23, 22, 40), 2),
     "720px": ((25, 45, 80), 1),
@@ -141,7 +141,7 @@ def time_attention(
 
 @dataclass
 class Attainable:
-    stage: str
+    phase: str
     tokens: int
     batch: int
     layers: int
@@ -156,15 +156,15 @@ class Attainable:
 
     def line(self, size: str) -> str:
         return (
-            f"{size} {self.stage} attainable step {self.seconds * 1e3:.1f} ms ({self.layers} layers, "
+            f"{size} {self.phase} attainable step {self.seconds * 1e3:.1f} ms ({self.layers} layers, "
             f"{self.batch}×{self.tokens} tokens), attainable MFU {self.mfu:.1%}, "
             f"attention {self.attention_backend} {self.attention_seconds / self.seconds:.0%} of the step"
         )
 
 
-def estimated_attainable_seconds(cfg: MfMConfig, stage: str) -> tuple[float, int]:
-    """(step seconds, samples per step) of `stage` at the measured H100 kernel rates, for machines without one."""
-    grid, batch = STAGES[stage]
+def estimated_attainable_seconds(cfg: MfMConfig, phase: str) -> tuple[float, int]:
+    """(step seconds, samples per step) of `phase` at the measured H100 kernel rates, for machines without one."""
+    grid, batch = PHASES[phase]
     tokens = grid[0] * grid[1] * grid[2]
     matmul = sum(mm.flops for mm in block_matmuls(cfg, tokens, batch)) / H100_MATMUL_BF16
     return cfg.num_layers * (matmul + attention_flops(cfg, tokens, batch) / H100_ATTENTION_BF16), batch
@@ -172,7 +172,7 @@ def estimated_attainable_seconds(cfg: MfMConfig, stage: str) -> tuple[float, int
 
 def attainable_step(
     cfg: MfMConfig,
-    stage: str,
+    phase: str,
     device: torch.device,
     dtype: torch.dtype = torch.bfloat16,
     layers: int | None = None,
@@ -181,14 +181,14 @@ def attainable_step(
     batch: int | None = None,
 ) -> Attainable:
     """Sum of the best kernel times of every block operation, times the layer count."""
-    stage_grid, stage_batch = STAGES.get(stage, (None, None))
-    grid, batch = grid or stage_grid, batch or stage_batch
+    phase_grid, phase_batch = PHASES.get(phase, (None, None))
+    grid, batch = grid or phase_grid, batch or phase_batch
     tokens, layers = grid[0] * grid[1] * grid[2], layers or cfg.num_layers
     matmul_s = sum(time_matmul(mm, device, dtype, repeats) for mm in block_matmuls(cfg, tokens, batch))
     attn = time_attention(cfg, tokens, batch, device, dtype, repeats)
     backend = min(attn, key=attn.get)
     per_layer_flops = sum(mm.flops for mm in block_matmuls(cfg, tokens, batch)) + attention_flops(cfg, tokens, batch)
-    return Attainable(stage, tokens, batch, layers, layers * per_layer_flops, layers * (matmul_s + attn[backend]),
+    return Attainable(phase, tokens, batch, layers, layers * per_layer_flops, layers * (matmul_s + attn[backend]),
                       backend, layers * attn[backend])
 
 
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(MFM_CONFIGS), default="2b")
-    parser.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=sorted(STAGES))
+    parser.add_argument("--phases", nargs="+", choices=sorted(PHASES), default=sorted(PHASES))
     parser.add_argument("--layers", type=int, help="layers to count (default: the preset's)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--append", help="a RESULTS.md to append the lines to")
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     cfg = MFM_CONFIGS[args.size]
-    lines = [attainable_step(cfg, s, device, dtype, args.layers, args.repeats).line(args.size) for s in args.stages]
+    lines = [attainable_step(cfg, s, device, dtype, args.layers, args.repeats).line(args.size) for s in args.phases]
     print("\n".join(lines))
     if args.append:
         from benchmark.perf.results import append_results

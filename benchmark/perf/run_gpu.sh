@@ -5,7 +5,7 @@
 # 2b train step, eager / compiled / final, at 128px and 360px at full depth (28 layers) and at 720p with
 # LAYERS_720 layers (28 do not finish in the time), appends everything to benchmark/perf/RESULTS.md with the
 # device, date, commands and versions, and copies RESULTS.md to $OUT. Each command has its own time limit, so
-# the whole run stays under 10 minutes and every stage that finished is already appended.
+# the whole run stays under 10 minutes and every phase that finished is already appended.
 #
 #     bash benchmark/perf/run_gpu.sh [--dry-run]     # --dry-run: print the commands, run nothing
 set -uo pipefail
@@ -36,9 +36,9 @@ if (( ! DRY )); then
   fi
   printf '\n## run_gpu.sh, %s\n%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(cat /tmp/versions.txt)" >> "$RESULTS"
 fi
-run timeout 320 python3 benchmark/perf/train_step.py --size 2b --stages 128px 360px --roofline --warmup 2 \
+run timeout 320 python3 benchmark/perf/train_step.py --size 2b --phases 128px 360px --roofline --warmup 2 \
   --steps 3 --append
-run timeout 180 python3 benchmark/perf/train_step.py --size 2b --stages 720px --layers "$LAYERS_720" --roofline \
+run timeout 180 python3 benchmark/perf/train_step.py --size 2b --phases 720px --layers "$LAYERS_720" --roofline \
   --warmup 1 --steps 2 --append
 if (( ! DRY )) && [[ -n "${OUT:-}" ]]; then
   cp "$RESULTS" "$OUT/RESULTS.md"

@@ -1,17 +1,17 @@
 """Training-step throughput of MfM: latent tokens/s and MFU of real DeepSpeed ZeRO-3 steps (forward, backward,
 AdamW), through the trainer's own `parallelize_mfm` and `train_step`, at the token counts of the 128px / 360px
-/ 720px stages (Table 3: 49x128x224 bs 16, 89x352x640 bs 2, 97x720x1280 bs 1).
+/ 720px phases (Table 3: 49x128x224 bs 16, 89x352x640 bs 2, 97x720x1280 bs 1).
 
-The batch is random latents, pixel conditions and T5-width text at the stage's exact shapes (the VAE and T5
-are not part of the step). One process; on a GPU bf16. Three variants per stage: eager (full activation
+The batch is random latents, pixel conditions and T5-width text at the phase's exact shapes (the VAE and T5
+are not part of the step). One process; on a GPU bf16. Three variants per phase: eager (full activation
 checkpointing, as the presets train), compiled (the same with torch.compile per block) and final (compiled,
-selective checkpointing, the fastest attention backend at the stage's shape). MFU counts 3x
+selective checkpointing, the fastest attention backend at the phase's shape). MFU counts 3x
 `MfM.forward_flops` per sample over the device's dense bf16 peak. With `--roofline` the attainable step of
 `roofline.py` (the best kernels for the same FLOPs) is timed in the same run, and each variant gets a line
 `2b 720px MFU 44.0% attainable 47.1% fraction 93% (eager)`.
 
-    python benchmark/perf/train_step.py --size 2b --stages 128px 360px 720px --roofline [--layers 28] [--append]
-    python benchmark/perf/train_step.py --size 2b --layers 1 --stages 128px --batch 1 --append   # a CPU
+    python benchmark/perf/train_step.py --size 2b --phases 128px 360px 720px --roofline [--layers 28] [--append]
+    python benchmark/perf/train_step.py --size 2b --layers 1 --phases 128px --batch 1 --append   # a CPU
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from benchmark.perf.roofline import H100_PEAK_BF16, STAGES, attainable_step, time_attention
+from benchmark.perf.roofline import H100_PEAK_BF16, PHASES, attainable_step, time_attention
+from model.geometry import SIZE_MULTIPLE, pixel_frames
 from model.mfm import MFM_CONFIGS, MfM
 from trainer.activation_checkpointing import CHECKPOINT_MODES
 from trainer.configs import deepspeed_config, load_config
@@ -38,9 +39,9 @@ VARIANTS = ("eager", "compiled", "final")
 
 
 def random_batch(model: MfM, grid: tuple[int, int, int], batch: int, device, dtype) -> PreparedBatch:
-    """Inputs of the stage's shape: latent (B, 16, t, h, w), conditions (B, c, 4(t-1)+1, 16h, 16w), text."""
+    """Inputs of the phase's shape: latent (B, 16, t, h, w), conditions (B, c, 4(t-1)+1, 16h, 16w), text."""
     cfg, (t, h, w) = model.config, grid
-    frames, height, width = 4 * (t - 1) + 1, 16 * h, 16 * w
+    frames, height, width = pixel_frames(t), SIZE_MULTIPLE * h, SIZE_MULTIPLE * w
     g = torch.Generator(device="cpu").manual_seed(0)
 
     def randn(*shape: int) -> torch.Tensor:
@@ -104,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(MFM_CONFIGS), default="2b")
-    p.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=sorted(STAGES))
+    p.add_argument("--phases", nargs="+", choices=sorted(PHASES), default=sorted(PHASES))
     p.add_argument("--layers", type=int, help="transformer layers (default: the preset's full depth)")
-    p.add_argument("--batch", type=int, help="samples per step (default: the stage's bs/GPU of Table 3)")
+    p.add_argument("--batch", type=int, help="samples per step (default: the phase's bs/GPU of Table 3)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="checkpointing of the eager and compiled variants (the presets train with full)")
     p.add_argument("--final-checkpointing", choices=CHECKPOINT_MODES, default="selective")
     p.add_argument("--roofline", action="store_true", help="also time roofline.py's attainable step")
-    p.add_argument("--append", action="store_true", help="append each stage's results to benchmark/perf/RESULTS.md")
+    p.add_argument("--append", action="store_true", help="append each phase's results to benchmark/perf/RESULTS.md")
     args = p.parse_args(argv)
 
     on_gpu = torch.cuda.is_available()
@@ -129,29 +130,29 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
     peak = peak_flops(None) or H100_PEAK_BF16  # a CPU has no known peak: its MFU figures are against an H100
     command = "python benchmark/perf/train_step.py " + shlex.join(argv)
-    for stage in args.stages:
-        grid, stage_batch = STAGES[stage]
-        batch_size = args.batch or stage_batch
+    for phase in args.phases:
+        grid, phase_batch = PHASES[phase]
+        batch_size = args.batch or phase_batch
         tokens = grid[0] * grid[1] * grid[2]
         with torch.device("meta"):
             flops = 3 * batch_size * MfM(model_cfg).forward_flops(tokens, TEXT_LEN)
-        best = attainable_step(model_cfg, stage, device, dtype, batch=batch_size) if args.roofline else None
+        best = attainable_step(model_cfg, phase, device, dtype, batch=batch_size) if args.roofline else None
         backend = best.attention_backend if best else best_attention_backend(model_cfg, grid, batch_size, device,
                                                                              dtype)  # fmt: skip
         lines = [best.line(args.size)] if best else []
         for variant in variants(args.variants, args.checkpointing, args.final_checkpointing, backend):
             seconds, mem = run_variant(variant, model_cfg, grid, batch_size, dims, ds_config, device, dtype, args)
-            line = (f"{args.size} {stage} ({variant.name}: {model_cfg.num_layers} layers, {batch_size}x{tokens} "
+            line = (f"{args.size} {phase} ({variant.name}: {model_cfg.num_layers} layers, {batch_size}x{tokens} "
                     f"tokens, {dtype}, checkpointing {variant.checkpointing}, compile {variant.compile}, attention "
                     f"{variant.attention_backend}): step {seconds:.3f} s, {batch_size * tokens / seconds:,.0f} "
                     f"tokens/s, {flops / seconds / 1e12:.2f} TFLOP/s{mem}")  # fmt: skip
             lines.append(line)
             if best:  # attainable MFU from the same FLOP count, so fraction = attainable time / step time
-                lines.append(f"{args.size} {stage} MFU {flops / seconds / peak:.1%} attainable "
+                lines.append(f"{args.size} {phase} MFU {flops / seconds / peak:.1%} attainable "
                              f"{flops / best.seconds / peak:.1%} fraction {best.seconds / seconds:.0%} "
                              f"({variant.name})")  # fmt: skip
             else:
-                lines.append(f"{args.size} {stage} MFU {flops / seconds / peak:.1%} ({variant.name})")
+                lines.append(f"{args.size} {phase} MFU {flops / seconds / peak:.1%} ({variant.name})")
             print("\n".join(lines[-2:]), flush=True)
         if args.append:
             from benchmark.perf.results import append_results

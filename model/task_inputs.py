@@ -13,7 +13,8 @@ What each task takes follows the release's inference script:
 - vsr, sisr: a low-resolution video / image, brought up `upscale` times (4 by default) by bicubic;
 - vedit, iedit: the source video / image; the prompt is the instruction.
 Videos are cut to the longest 4k+1 frames not above `num_frames`. Frames are resized to cover the
-target size and centre-cropped; the size defaults to the input's, floored to multiples of 16.
+target size and centre-cropped, as the trainer and the benchmark builder do (`pipeline.contract.frames`: area
+averaging when shrinking, bicubic when growing); the size defaults to the input's, floored to multiples of 16.
 Depth maps (`depth_fn`, e.g. `DepthEstimator.predict`) are computed on the given frames of generation
 tasks only; without `depth_fn` they are zero.
 

@@ -10,13 +10,14 @@ Qualification: an image (T = 1) qualifies for the image tasks, a video (T = 4k+1
 tasks whose given spans fit (VEXT needs 17 frames, FLC2V 33: the most frames the draw can give plus
 one to generate); colorization needs a colour clip (a grayscale clip cannot teach it); editing needs
 an edit pair. The null prompt is the empty string: the release's unconditional CFG branch carries no
-task tag either.
+task tag either. A task of your own (`model.task_plugins`) may add a rule of its own (`QUALIFIERS`).
 
 Every draw comes from one `torch.Generator`, so a seeded generator replays a run exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 
@@ -29,6 +30,9 @@ TEXT_DROP = {"t2v": 0.1, "t2i": 0.3}  # share of prompts replaced by NULL_PROMPT
 CONDITION_DROP = 0.1  # share of 3D conditions zeroed, for tasks not in TEXT_DROP
 NULL_PROMPT = ""
 COLOUR_THRESHOLD = 0.02  # mean chroma (max - min channel, [-1, 1] scale) below which a clip is grayscale
+# task id -> an extra rule a clip must pass, beyond fitting the task's media and frame count; filled by
+# `model.task_plugins.register_task` (the 16 built-in tasks' rules are written out in `qualified_tasks`)
+QUALIFIERS: dict[str, Callable[[Clip], bool]] = {}
 
 
 class Dropout(Enum):
@@ -55,6 +59,8 @@ def qualified_tasks(clip: Clip) -> list[Task]:
         if task.condition == "grayscale" and not colour:
             continue
         if task.is_edit and not clip.instruction:
+            continue
+        if task.id in QUALIFIERS and not QUALIFIERS[task.id](clip):
             continue
         tasks.append(task)
     return tasks

@@ -1,5 +1,7 @@
 """The 16 MfM tasks: one registry that training, the benchmark and generation all read.
 
+Tasks of your own join `TASKS` through `model.task_plugins.register_task`, never by editing this table.
+
 Every task is the same model input, a pixel-space condition [RGB * mask, depth, mask] plus a prompt
 that ends in the task's name (paper §3.1). A `Task` says which condition kind builds its condition
 (`model.conditions`), whether it is a generation task (depth maps on its given frames) or a
@@ -105,7 +107,8 @@ def get_task(task_id: str) -> Task:
     for task in TASKS.values():
         if task.release_id == task_id:
             return task
-    raise ValueError(f"unknown task {task_id!r}; choose one of {', '.join(TASKS)}")
+    raise ValueError(f"unknown task {task_id!r}; choose one of {', '.join(TASKS)} (a task of your own: load its "
+                     "module with --task-plugin, MFM_TASK_PLUGINS or the config's tasks.plugins)")
 
 
 def make_prompt(text: str, task: Task, extra: str = DEFAULT_EXTRA) -> str:

@@ -12,6 +12,10 @@ down-sampling; image tasks take the first frame; VEDIT/IEDIT replace the caption
 ("change the video to oil painting style"). Each task gets distinct source clips when there are enough;
 with fewer eligible clips than samples, clips are shared between tasks (and a note says so).
 
+Tasks of your own (`--task-plugin MODULE`, `model.task_plugins`) join the 16: `per-task` samples each,
+after the built-in ones; the build record lists the tasks and which came from plugins (run and eval need
+the same plugins to read those rows).
+
 The thresholds, frame count and size are options, for small test tables. The output is a Lance dataset
 (`benchmark.table`); building again into the same path with --overwrite writes a new table version.
 """
@@ -32,6 +36,7 @@ import torch
 from benchmark.table import encode_media, params_to_json, schema_with_build
 from model.conditions import Clip, benchmark_condition
 from model.geometry import size_problem
+from model.task_plugins import plugin_tasks
 from model.tasks import TASKS, Task
 from pipeline.contract.codecs import decode_video
 from pipeline.contract.frames import cover_crop, frames_to_tensor
@@ -191,6 +196,7 @@ def build_benchmark(
         "clips_uri": str(clips_uri), "clips_version": clips.version, "per_task": per_task, "seed": seed,
         "frames": selection.frames, "min_blur": selection.min_blur, "min_motion": selection.min_motion,
         "height": size[0], "width": size[1], "eligible_clips": len(eligible),
+        "tasks": list(assignment), "task_plugins": plugin_tasks(),
     }  # fmt: skip
     schema = schema_with_build(build)
     reader = pa.RecordBatchReader.from_batches(schema, batches())

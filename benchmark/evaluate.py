@@ -157,6 +157,10 @@ def evaluate(
     missing: list[str] = []
     strips: dict[str, list[tuple[str, str, str]]] = {task_id: [] for task_id in TASKS}  # (picture, prompt, params)
     samples = read_samples(ds)
+    unknown = sorted({s.task for s in samples} - set(TASKS))
+    if unknown:
+        raise ValueError(f"{bench_uri} has samples of tasks {unknown} that are not registered: load their "
+                         f"plugins (--task-plugin; the build record lists {build.get('task_plugins')})")
     for sample in samples:
         path = output_path(outputs, sample)
         if not path.exists():

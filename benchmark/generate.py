@@ -2,6 +2,7 @@
 
     mfm generate --task i2v --prompt "a boat on a lake" --image first.png --checkpoint CKPT --out boat.mp4
     mfm generate --batch jobs.jsonl --checkpoint CKPT          # one job per line, models loaded once
+    mfm generate --task-plugin model.task_examples.deblur --task vdeblur --video blurry.mp4 ...  # a task of yours
 
 CKPT is one of our checkpoint folders (config.json + model.safetensors) or a released MfM pipeline root
 (transformer/ vae/ text_encoder/ tokenizer/ [scheduler/]). The frozen parts come from `--vae`,
@@ -39,6 +40,7 @@ from model.release import load_transformer
 from model.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Conditioning, make_scheduler, sample
 from model.task_inputs import DEFAULT_FRAMES, DEFAULT_VIDEO_SIZE, USER_INPUTS, condition_from_files
 from model.task_inputs import depth_on_given_frames as given_frames_depth
+from model.task_plugins import TaskRegistrationError, add_plugin_argument, load_plugins_from_argv
 from model.tasks import TASKS, Task, get_task
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
@@ -310,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfm generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", help=f"task id (or the release's): {_task_help()}")
+    add_plugin_argument(p)
     p.add_argument("--prompt", help="the caption, or the instruction for editing tasks")
     p.add_argument("--image", help="input image (i2v, flf2v first frame, image tasks)")
     p.add_argument("--image2", help="second image (flf2v: the last frame)")
@@ -352,6 +355,11 @@ def jobs_from_args(args: argparse.Namespace) -> list[Job]:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        load_plugins_from_argv(argv)  # tasks of your own, before the parser lists the tasks
+    except TaskRegistrationError as e:
+        print(f"mfm generate: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     dtype = getattr(torch, args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32"))
     options = SamplingOptions(args.steps, args.guidance, args.motion_score, args.negative_prompt)

@@ -6,6 +6,7 @@
 `benchmark` (default) and `train` build the condition from one clip or image the way the benchmark
 and training do (image tasks take a clip's first frame; editing shows the input as its own source);
 `generate` builds it from the user's files as `mfm generate` would (`--input` once or twice, `--mask`).
+`--task-plugin MODULE` (or MFM_TASK_PLUGINS) adds tasks of your own to both commands (`model.task_plugins`).
 Depth maps come from a Depth-Anything-V2 checkpoint with `--depth-model`; without one the depth row
 shows a labelled stand-in (zeros, or the frames' luma), so pixels and mask can still be checked.
 """
@@ -22,6 +23,7 @@ from model.condition_grid import condition_grid
 from model.conditions import Clip, benchmark_condition, build_condition, draw_params
 from model.geometry import coded_length, floor_size, size_problem
 from model.task_inputs import DEFAULT_FRAMES, condition_from_files, read_media_file
+from model.task_plugins import TaskRegistrationError, add_plugin_argument, load_plugins_from_argv
 from model.tasks import TASKS, Task, get_task
 from pipeline.contract.frames import cover_crop_tensor
 
@@ -29,12 +31,15 @@ DepthFn = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) [-1, 1] -> (N, 
 
 
 def list_tasks() -> str:
-    lines = [f"{'id':<7}{'media':<7}{'kind':<15}{'role':<13}{'weight':<8}{'prompt name':<28}given"]
+    wid = max(7, *(len(t.id) + 1 for t in TASKS.values()))  # columns widen for a task of your own
+    wkind = max(15, *(len(t.condition) + 1 for t in TASKS.values()))
+    wname = max(28, *(len(t.prompt_name) + 1 for t in TASKS.values()))
+    lines = [f"{'id':<{wid}}{'media':<7}{'kind':<{wkind}}{'role':<13}{'weight':<8}{'prompt name':<{wname}}given"]
     for task in TASKS.values():
         role = "generation" if task.generation else "manipulation"
         lines.append(
-            f"{task.id:<7}{task.media:<7}{task.condition:<15}{role:<13}{task.weight:<8g}{task.prompt_name:<28}"
-            f"{task.given}"
+            f"{task.id:<{wid}}{task.media:<7}{task.condition:<{wkind}}{role:<13}{task.weight:<8g}"
+            f"{task.prompt_name:<{wname}}{task.given}"
         )
     return "\n".join(lines)
 
@@ -106,9 +111,12 @@ def show(args: argparse.Namespace) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfm tasks", description="The 16 MfM tasks and their conditions.")
+    add_plugin_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the task table: id, media, condition kind, role, weight, prompt name")
+    add_plugin_argument(sub.add_parser("list", help="the task table: id, media, condition kind, role, weight, "
+                                                    "prompt name"))  # fmt: skip
     s = sub.add_parser("show", help="draw a task's condition (pixels / depth / mask over frames) as a PNG")
+    add_plugin_argument(s)
     s.add_argument("--task", required=True, help=f"task id: {', '.join(TASKS)}")
     s.add_argument("--input", action="append", default=[], help="a clip or image; twice for flf2v/flc2v (generate)")
     s.add_argument("--mask", help="generate mode: mask image or video, white = keep")
@@ -125,6 +133,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        load_plugins_from_argv(argv)  # first: the parser's help lists the tasks
+    except TaskRegistrationError as e:
+        print(f"mfm tasks: error: {e}", file=sys.stderr)
+        return 2
     args = parser().parse_args(argv)
     if args.command == "list":
         print(list_tasks())

@@ -11,6 +11,7 @@ run_dir: outputs/2b-360px
 data: {table: s3://bucket/curated/clips.lance, num_workers: 6}
 frozen: {root: /models/MfM-Pipeline-2B}   # vae/, text_encoder/, tokenizer/ (the release's pipeline folder)
 model: {init_from: outputs/2b-128px/checkpoints/step_00170000}
+tasks: {plugins: [model.task_examples.deblur], weights: {vdeblur: 3.0}}   # a task of your own, trained 3x
 ```
 """
 
@@ -183,6 +184,22 @@ class LogConfig(_Section):
     peak_tflops: float | None = Field(None, gt=0)  # per device, for MFU; None: known GPUs, else no MFU
 
 
+class TasksConfig(_Section):
+    """Tasks of your own (`model.task_plugins`) and the tasks' training weights."""
+
+    # modules defining TASK_PLUGINS, by dotted name or .py path, loaded on every rank before the data
+    plugins: list[str] = Field(default_factory=list)
+    weights: dict[str, float] = Field(default_factory=dict)  # task id -> training weight, replacing the registry's
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in weights.items() if not w > 0}
+        if bad:
+            raise ValueError(f"weights must be > 0 (relative training frequencies); got {bad}")
+        return weights
+
+
 class TrainConfig(_Section):
     preset: str = "tiny"  # the preset this config started from (recorded)
     phase: str = "tiny"  # name of the training phase, e.g. 360px (recorded in checkpoints)
@@ -199,6 +216,7 @@ class TrainConfig(_Section):
     ema: EmaConfig = Field(default_factory=EmaConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
 
     @model_validator(mode="after")
     def _parallel(self) -> TrainConfig:

@@ -23,7 +23,6 @@ from trainer.parallel import ParallelDims
 
 log = logging.getLogger(__name__)
 
-TASK_IDS = list(TASKS)
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16 per device
 
 
@@ -75,10 +74,11 @@ class Metrics:
         skipped_clips: int,
     ) -> dict[str, Any]:
         """Reduce one step's numbers over the DP replicas; rank 0 writes them. Every rank must call it."""
-        n = len(TASK_IDS)
+        task_ids = list(TASKS)  # read per step: tasks of your own register after import (same order on every rank)
+        n = len(task_ids)
         local = torch.zeros(2 * n + 5, dtype=torch.float64)
         for loss, task in zip(losses.double().cpu(), tasks):
-            i = TASK_IDS.index(task)
+            i = task_ids.index(task)
             local[i] += loss
             local[n + i] += 1
         local[2 * n :] = torch.tensor([len(tasks), sum(tokens), flops, skipped_clips, peak_memory_gb()])
@@ -101,7 +101,7 @@ class Metrics:
             "skipped_step": skipped_step,
             "skipped_clips": int(clips),
             "loss_per_task": {t: float(per_task_sum[i] / per_task_n[i])
-                              for i, t in enumerate(TASK_IDS) if per_task_n[i]},  # fmt: skip
+                              for i, t in enumerate(task_ids) if per_task_n[i]},  # fmt: skip
         }
         if self.dims.is_main:
             self._write(row)

@@ -30,6 +30,7 @@ from config_files import ConfigError, parse_overrides
 from model.geometry import sample_tokens
 from model.mfm import MFM_CONFIGS, MfM
 from model.release import load_transformer
+from model.task_plugins import TaskRegistrationError, load_task_plugins, plugin_specs, set_task_weights
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
 from trainer import checkpoint
@@ -81,6 +82,13 @@ def build_model(size: str, attention_backend: str, init_from: str | None, seed: 
     return model
 
 
+def setup_tasks(plugins: list[str], weights: dict[str, float]) -> None:
+    """Register the tasks of your own (MFM_TASK_PLUGINS, then `tasks.plugins`), then apply `tasks.weights`.
+    Every rank runs this before it draws a task; loading again is a no-op."""
+    load_task_plugins(plugin_specs(plugins))
+    set_task_weights(weights)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -88,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_from:
             overrides["model.init_from"] = args.init_from
         cfg = load_config(args.config, overrides, preset=args.preset)
+        setup_tasks(cfg.tasks.plugins, cfg.tasks.weights)  # a bad plugin stops the launch here, like a bad key
     except ConfigError as exc:
         print(f"mfm train: config error: {exc}", file=sys.stderr)
+        return 2
+    except TaskRegistrationError as exc:  # a task plugin that does not load or register, a bad task weight
+        print(f"mfm train: config error: tasks: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -100,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> None:
+    setup_tasks(cfg.tasks.plugins, cfg.tasks.weights)  # before any task is drawn or counted
     # ---- processes and device -----------------------------------------------------------------------------
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else torch.device("cpu")

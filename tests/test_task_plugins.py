@@ -248,6 +248,20 @@ def test_benchmark_build_includes_the_plugin_task(tmp_path, capsys):
 # --- training ---
 
 
+def test_training_config_tasks_section_is_checked():
+    from config_files import ConfigError
+    from trainer.configs import load_config
+
+    base = {"data.table": "-", "frozen.root": "-"}
+    cfg = load_config(overrides=base | {"tasks.plugins": [PLUGIN], "tasks.weights.vdeblur": 3})
+    assert (cfg.tasks.plugins, cfg.tasks.weights) == ([PLUGIN], {"vdeblur": 3.0})
+    assert load_config(overrides=base).tasks.plugins == []  # default: the 16 only
+    with pytest.raises(ConfigError, match="tasks.weights: weights must be > 0.*'vdeblur': 0.0"):
+        load_config(overrides=base | {"tasks.weights.vdeblur": 0})
+    with pytest.raises(ConfigError, match="tasks.plugin: unknown key; allowed keys here: plugins, weights"):
+        load_config(overrides=base | {"tasks.plugin": [PLUGIN]})
+
+
 @pytest.mark.slow
 def test_tiny_training_run_with_the_plugin_in_the_config_records_vdeblur_losses(curated, tmp_path):
     run_dir = tmp_path / "run"
@@ -267,7 +281,7 @@ def test_tiny_training_run_with_the_plugin_in_the_config_records_vdeblur_losses(
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     deblur_losses = [r["loss_per_task"]["vdeblur"] for r in rows if "vdeblur" in r["loss_per_task"]]
-    assert len(deblur_losses) >= 2 and all(math.isfinite(v) and v > 0 for v in deblur_losses), rows
+    assert len(deblur_losses) >= 3 and all(math.isfinite(v) and v > 0 for v in deblur_losses), rows
     saved = (run_dir / "config.yaml").read_text()
     assert PLUGIN in saved and "vdeblur: 100.0" in saved  # the checkpointed config names the plugin
 

@@ -195,6 +195,13 @@ def test_mfm_tasks_list_and_show_the_plugin_task(tmp_path, capsys):
     assert "cannot import it" in capsys.readouterr().err
 
 
+def test_the_environment_variable_loads_plugins_for_every_command(monkeypatch, capsys):
+    monkeypatch.setenv("MFM_TASK_PLUGINS", f"{PLUGIN_FILE}:{PLUGIN}")  # the same module twice: loaded once
+    assert tasks_main(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 18 and lines[-1].startswith("vdeblur")
+
+
 # --- mfm generate ---
 
 

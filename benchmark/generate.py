@@ -5,9 +5,10 @@
     mfm generate --task-plugin model.task_examples.deblur --task vdeblur --video blurry.mp4 ...  # a task of yours
 
 CKPT is one of our checkpoint folders (config.json + model.safetensors) or a released MfM pipeline root
-(transformer/ vae/ text_encoder/ tokenizer/ [scheduler/]). The frozen parts come from `--vae`,
-`--text-encoder` and `--depth-model`, else from the checkpoint's root (or its parent) when it holds
-vae/, text_encoder/ and depth/ folders.
+(transformer/ vae/ text_encoder/ tokenizer/ [scheduler/]). `--lora PATH` loads a LoRA adapter (peft's
+folder, or a LoRA run's step folder holding lora/) onto CKPT's transformer, scaled by `--lora-scale`.
+The frozen parts come from `--vae`, `--text-encoder` and `--depth-model`, else from the checkpoint's root
+(or its parent) when it holds vae/, text_encoder/ and depth/ folders.
 
 Defaults are the paper's (§4.1): 50 Euler steps, CFG 9.0, 97 frames at 352x640 for videos, motion score 5
 (0 for images). Depth maps are computed for the given frames of generation tasks. Under CFG the negative
@@ -35,6 +36,7 @@ from PIL import Image
 from model.conditions import Condition
 from model.depth import DepthEstimator
 from model.geometry import latent_shape
+from model.lora import adapter_folder, load_lora
 from model.mfm import MfM
 from model.release import load_transformer
 from model.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Conditioning, make_scheduler, sample
@@ -82,6 +84,8 @@ class GenerationModels:
     scheduler: FlowMatchEulerDiscreteScheduler
     checkpoint: str
     variant: str | None = None
+    lora: str | None = None  # the adapter folder loaded onto the transformer
+    lora_scale: float = 1.0
 
     @property
     def device(self) -> torch.device:
@@ -105,9 +109,12 @@ def load_models(
     dtype: torch.dtype = torch.float32,
     shift: float | None = None,
     variant: str | None = None,
+    lora: str | Path | None = None,
+    lora_scale: float = 1.0,
 ) -> GenerationModels:
     """Load the transformer from `checkpoint` (our folder, a trainer step folder, a released pipeline root or
-    its transformer/; `variant` "ema" for EMA weights) and the VAE, T5 and depth model from the given paths or from
+    its transformer/; `variant` "ema" for EMA weights), with the LoRA adapter at `lora` (scaled by
+    `lora_scale`) when given, and the VAE, T5 and depth model from the given paths or from
     the checkpoint's pipeline root. The scheduler is the root's `scheduler/` when there is one."""
     ckpt = Path(checkpoint)
     if not ckpt.exists():
@@ -115,6 +122,9 @@ def load_models(
     if (ckpt / "model" / "config.json").is_file():  # a trainer step folder: its weights are in model/
         ckpt = ckpt / "model"
     model = load_transformer(ckpt, variant=variant, dtype=dtype, device=device).eval()
+    if lora is not None:
+        lora = adapter_folder(lora)
+        load_lora(model, lora, lora_scale)
     paths = {"vae": vae, "text_encoder": text_encoder, "depth": depth_model}
     for name, flag in (("vae", "--vae"), ("text_encoder", "--text-encoder")):
         if paths[name] is None:
@@ -136,7 +146,8 @@ def load_models(
     else:
         scheduler = make_scheduler(1.0 if shift is None else shift)
     vae_model = VideoVAE.from_pretrained(paths["vae"], tiling=True).to(device)
-    return GenerationModels(model, vae_model, encoder, depth, scheduler, str(ckpt), variant)
+    return GenerationModels(model, vae_model, encoder, depth, scheduler, str(ckpt), variant,
+                            None if lora is None else str(lora), lora_scale)
 
 
 # --- one sample ----------------------------------------------------------------------------------------------
@@ -325,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True,
                    help="our checkpoint folder (or a trainer step folder) or a released pipeline root")
     p.add_argument("--variant", help="weights variant, e.g. ema (model.ema.safetensors)")
+    p.add_argument("--lora", help="LoRA adapter folder (adapter_config.json + adapter_model.safetensors) or a "
+                   "LoRA training step folder: loaded onto the checkpoint's transformer")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="multiplies the adapter's alpha/rank scaling")
     p.add_argument("--vae", help="CogVideoX VAE folder (default: CKPT's root/vae)")
     p.add_argument("--text-encoder", help="T5 folder or pipeline root with text_encoder/ tokenizer/")
     p.add_argument("--depth-model", help="Depth-Anything-V2 folder (default: CKPT's root/depth)")
@@ -370,7 +384,8 @@ def main(argv: list[str]) -> int:
             start = time.perf_counter()
             cond = job_condition(job)  # inputs checked before the models load
             models = models or load_models(args.checkpoint, args.vae, args.text_encoder, args.depth_model,
-                                           args.device, dtype, args.shift, args.variant)
+                                           args.device, dtype, args.shift, args.variant, args.lora,
+                                           args.lora_scale)
             out = run_job(models, job, options, cond)
             print(f"{job.task}: wrote {out} ({time.perf_counter() - start:.1f}s)")
     except (ValueError, FileNotFoundError) as e:

@@ -11,7 +11,7 @@ import sys
 # command -> (module with `main(argv: list[str]) -> int | None`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mfm.demo", "run the end-to-end demo on embedded defaults"),
-    "model": ("model.cli", "model tools: summary (parameter counts), convert (release <-> ours)"),
+    "model": ("model.cli", "model tools: summary (parameter counts), convert (release <-> ours), merge-lora"),
     "tasks": ("model.tasks_cli", "the 16 tasks: list, show a task's condition as a picture"),
     "curate": ("pipeline.cli", "curate raw videos into Lance tables on Ray (and `curate report`)"),
     "train": ("trainer.train", "train MfM with DeepSpeed ZeRO-3 + Ulysses on a Lance `clips` table"),

@@ -282,6 +282,8 @@ class MfM(nn.Module):
     """Velocity prediction v(x_t, t, motion, text, 3D condition) on CogVideoX latents."""
 
     _no_split_modules = ("MfMBlock",)
+    # Linear leaf names LoRA adapts by default (model/lora.py): every attention projection and both MLP layers
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
 
     def __init__(self, cfg: MfMConfig):
         super().__init__()

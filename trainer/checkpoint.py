@@ -6,6 +6,8 @@
   step_00001000/
     deepspeed/state/...       DeepSpeed engine: ZeRO-3 partitions, optimizer, LR scheduler
     model/                    config.json + model.safetensors [+ model.ema.safetensors]: MfM.from_pretrained
+                              (with LoRA only when lora.save_merged: the base with the adapters merged in)
+    lora/                     with LoRA: adapter_config.json + adapter_model.safetensors (peft's format)
     trainer_state.json        step, phase, preset, the full config, the Lance table (uri, version), counters
     data_dp{r}.json           data position of DP rank r (next position, positions waiting in buckets, skips)
     rng_rank{r}.safetensors   torch RNG states of rank r
@@ -14,7 +16,8 @@
 
 A step folder is written as `step_X.partial` and renamed when every rank has finished, and only then does
 `latest` move: a run killed at any moment resumes from the last complete checkpoint. Resuming needs the
-same world size and SP degree (ZeRO-3 partitions are per rank).
+same world size and SP degree (ZeRO-3 partitions are per rank). With LoRA the DeepSpeed state holds the trained
+parameters and their optimizer state; the frozen base comes back from where the run started (`init_from`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -34,9 +38,13 @@ from model.mfm import MfM
 from trainer.ema import ShardedEma
 from trainer.parallel import ParallelDims
 
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+LORA_DIR = "lora"
 LATEST = "latest"
 DS_TAG = "state"
 
@@ -90,7 +98,11 @@ def save_checkpoint(
     dims: ParallelDims,
     keep: int,
     ema: ShardedEma | None = None,
+    lora: LoraConfig | None = None,
+    merged_base: Callable[[], MfM] | None = None,
 ) -> Path:
+    """Write step folder `step` (every rank calls it). With `lora` the adapters go to lora/ instead of the full
+    model to model/, and with `merged_base` (the run's starting weights) model/ holds the merged model."""
     final = step_dir(run_dir, step)
     partial = final.with_name(final.name + ".partial")
     if dims.is_main:
@@ -98,7 +110,14 @@ def save_checkpoint(
         partial.mkdir(parents=True)
     dist.barrier()
     engine.save_checkpoint(str(partial / "deepspeed"), tag=DS_TAG, save_latest=False)
-    export_model(engine.module, partial / "model", dims)
+    if lora is None:
+        export_model(engine.module, partial / "model", dims)
+    else:
+        from trainer.lora import export_merged, save_adapter
+
+        adapter = save_adapter(engine.module, partial / LORA_DIR, lora, dims)
+        if merged_base is not None and dims.is_main:
+            export_merged(merged_base, adapter, lora, partial / "model")
     if ema is not None:
         export_model(engine.module, partial / "model", dims, ema, variant="ema")
         save_file(ema.state_dict(), partial / f"ema_rank{dims.rank}.safetensors")

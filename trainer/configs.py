@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from config_files import ConfigError, apply_overrides, read_yaml, validate
 from model.geometry import SIZE_MULTIPLE, is_coded_length, sample_tokens
 from model.math import ATTENTION_BACKENDS
-from model.mfm import MFM_CONFIGS
+from model.mfm import MFM_CONFIGS, MfM, build_on_meta
 from pipeline.contract.buckets import DEFAULT_ASPECT_RATIOS, aspect_buckets
 
 
@@ -178,6 +178,18 @@ class CheckpointConfig(_Section):
     keep: int = Field(3, ge=1)  # newest step folders kept
 
 
+class LoraTrainConfig(_Section):
+    """Fine-tune LoRA adapters (peft) on a frozen base, e.g. `model.init_from` = the released weights."""
+
+    enabled: bool = False
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(16.0, gt=0)  # the update is scaled by alpha / rank
+    dropout: float = Field(0.0, ge=0, lt=1)  # on the adapters' input
+    targets: list[str] = Field(default_factory=lambda: list(MfM.lora_targets), min_length=1)  # Linear leaf names
+    train_adapter: bool = False  # also train the condition adapter (model.adapter) fully
+    save_merged: bool = False  # each checkpoint also gets model/: the base with the adapters merged in
+
+
 class LogConfig(_Section):
     every: int = Field(10, ge=1)  # console lines every N steps (metrics.jsonl and TensorBoard get every step)
     tensorboard: bool = True
@@ -217,6 +229,21 @@ class TrainConfig(_Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    lora: LoraTrainConfig = Field(default_factory=LoraTrainConfig)
+
+    @model_validator(mode="after")
+    def _lora(self) -> TrainConfig:
+        if not self.lora.enabled:
+            return self
+        from model.lora import check_targets  # peft only for LoRA runs (benchmark/perf has no peft)
+
+        try:  # the preset's module names, on the meta device (no memory)
+            check_targets(build_on_meta(self.model.size), self.lora.targets)
+        except ValueError as exc:
+            raise ValueError(f"lora.targets: {exc}") from None
+        if self.ema.enabled:
+            raise ValueError("ema.enabled with lora.enabled is not supported (the EMA averages all weights)")
+        return self
 
     @model_validator(mode="after")
     def _parallel(self) -> TrainConfig:

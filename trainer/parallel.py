@@ -1,6 +1,6 @@
-"""Process groups and `parallelize_mfm`: activation checkpointing, torch.compile per block, Ulysses sequence
-parallelism, then ZeRO-3, applied to a single-device `MfM` from outside, in that order, each step logged
-(torchtitan's way).
+"""Process groups and `parallelize_mfm`: LoRA adapters (optional), activation checkpointing, torch.compile per
+block, Ulysses sequence parallelism, then ZeRO-3, applied to a single-device `MfM` from outside, in that order,
+each step logged (torchtitan's way).
 
 Ulysses (DeepSpeed's `DistributedAttention`): every rank of a sequence-parallel (SP) group holds the same
 sample and N/sp of its tokens. Before each self-attention an all-to-all trades the token split for a head
@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -36,6 +36,9 @@ from torch import nn
 
 from model.mfm import CoreAttention, MfM, MfMBlock, TokenSharding
 from trainer.activation_checkpointing import apply_activation_checkpointing
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 log = logging.getLogger(__name__)
 
@@ -193,14 +196,27 @@ def parallelize_mfm(
     ds_config: dict[str, Any],
     gradient_checkpointing: bool | str,
     compile: bool = False,
+    lora: LoraConfig | None = None,
 ):
-    """Activation checkpointing (a mode of `apply_activation_checkpointing`: False/"off", True/"full",
+    """LoRA (peft's `lora` config: adapters injected, every other parameter frozen), then activation
+    checkpointing (a mode of `apply_activation_checkpointing`: False/"off", True/"full",
     "selective", "selective_matmul"), then torch.compile per block, then Ulysses (sp > 1), then ZeRO-3 via
     `deepspeed.initialize`; returns the DeepSpeed engine. The order is fixed: checkpointing replaces each
     block's forward, compile takes the block with its checkpointing, Ulysses swaps modules inside the blocks
-    (before the first call, so the compiled graph sees them), and ZeRO-3 partitions the finished module tree."""
+    (before the first call, so the compiled graph sees them), and ZeRO-3 partitions the finished module tree,
+    giving the optimizer only the parameters that require grad (with LoRA: the adapters)."""
     import deepspeed
 
+    if lora is not None:
+        from model.lora import add_lora  # peft only when asked (benchmark/perf runs without it)
+
+        add_lora(model, lora)
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("parallelize 0/4: LoRA r=%d alpha=%g on %s%s: %d trainable of %d parameters", lora.r,
+                 lora.lora_alpha, ",".join(sorted(lora.target_modules)), " + the condition adapter" if
+                 lora.modules_to_save else "", trained, sum(p.numel() for p in model.parameters()))  # fmt: skip
+    else:
+        log.info("parallelize 0/4: LoRA off")
     mode = apply_activation_checkpointing(model, gradient_checkpointing)
     log.info("parallelize 1/4: activation checkpointing %s on %d blocks", mode, len(model.blocks))
     if compile:

@@ -14,6 +14,7 @@ Reads top to bottom: small helpers, then `train(cfg)`, the whole run in one func
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from trainer.batch import BatchBuilder
 from trainer.configs import TrainConfig, deepspeed_config, load_config
 from trainer.data import Batcher, ClipStream, SampleSpec, StreamState, TrainLoader, open_clips, trainable_offsets
 from trainer.ema import ShardedEma
+from trainer.lora import peft_config
 from trainer.metrics import Metrics, peak_flops
 from trainer.parallel import ParallelDims, init_distributed, parallelize_mfm
 from trainer.step import train_step
@@ -89,6 +91,15 @@ def setup_tasks(plugins: list[str], weights: dict[str, float]) -> None:
     set_task_weights(weights)
 
 
+def check_same_lora(ckpt: Path, saved: dict, now: dict) -> None:
+    """A resumed run must train the adapters it saved (save_merged may change)."""
+    def adapters(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k != "save_merged"} if d.get("enabled") else {"enabled": False}
+
+    if adapters(saved) != adapters(now):
+        raise ValueError(f"--resume {ckpt}: saved with lora {adapters(saved)}, this run has {adapters(now)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -136,6 +147,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
     if saved and saved["config"]["model"]["size"] != cfg.model.size:
         raise ValueError(f"--resume {ckpt}: saved by model.size={saved['config']['model']['size']!r}, "
                          f"this run has {cfg.model.size!r}")  # fmt: skip
+    if saved:
+        check_same_lora(ckpt, saved["config"].get("lora") or {"enabled": False}, cfg.lora.model_dump(mode="json"))
     version = saved["table"]["version"] if saved else cfg.data.version
 
     # ---- data: this DP rank's share of the table, decoded in spawned workers --------------------------------
@@ -156,12 +169,16 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
     text_encoder = TextEncoder.from_pretrained(cfg.frozen.text_encoder_path, dtype=dtype).to(device)
     builder = BatchBuilder(vae, text_encoder, cfg.flow, cfg.seed, dims.dp_rank, device, dtype, packing.enabled)
 
-    # ---- model: checkpointing, Ulysses, ZeRO-3 ------------------------------------------------------------
-    init_from = None if ckpt else cfg.model.init_from  # a resumed run takes its weights from the checkpoint
+    # ---- model: LoRA, checkpointing, Ulysses, ZeRO-3 ------------------------------------------------------
+    # A resumed run takes its weights from the checkpoint; with LoRA that holds the adapters only, and the
+    # frozen base comes from init_from again.
+    init_from = None if ckpt and not cfg.lora.enabled else cfg.model.init_from
+    base = functools.partial(build_model, cfg.model.size, cfg.model.attention_backend, cfg.model.init_from, cfg.seed)
     model = build_model(cfg.model.size, cfg.model.attention_backend, init_from, cfg.seed)
     flops_of = model.forward_flops
     n_params = sum(p.numel() for p in model.parameters())
-    engine = parallelize_mfm(model, dims, ds_config, cfg.model.gradient_checkpointing, cfg.model.compile)
+    lora = peft_config(cfg.lora) if cfg.lora.enabled else None
+    engine = parallelize_mfm(model, dims, ds_config, cfg.model.gradient_checkpointing, cfg.model.compile, lora)
     ema = ShardedEma(engine.module, cfg.ema.decay) if cfg.ema.enabled else None
     step, counters = 0, {"nonfinite_steps": 0}
     if ckpt:
@@ -203,7 +220,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
                 "world": {"size": dims.world, "sp": dims.sp},
             }  # fmt: skip
             checkpoint.save_checkpoint(engine, run_dir, step, trainer_state, loader.state_dict(), dims,
-                                       cfg.checkpoint.keep, ema)  # fmt: skip
+                                       cfg.checkpoint.keep, ema, lora, base if cfg.lora.save_merged else None)
     batches.close()  # stops the data workers
     metrics.close()
     log.info("done: %d steps, %d skipped for a non-finite loss", step, counters["nonfinite_steps"])

@@ -6,7 +6,6 @@ with an adapter equals generation with the merged weights; a target naming no mo
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -59,22 +58,18 @@ def test_a_target_naming_no_module_is_refused_with_the_names_that_exist(capsys):
 def _lora_worker(rank: int, port: int, out: str) -> None:
     """One of 2 ranks of one SP group (Ulysses sp=2, ZeRO-3 over both, activation checkpointing on): LoRA
     steps on one repeated batch; rank 0 writes what it measured to `out`."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
-    torch.set_num_threads(1)
+    from test_model import join_sp2_rank, randomized
+
+    dims, inp, target = join_sp2_rank(rank, port)  # first: the process group's env before DeepSpeed loads
     import deepspeed
     import torch.distributed as dist
     from deepspeed.utils import safe_get_full_optimizer_state
-    from test_model import TINY, random_inputs, randomized
 
     from trainer.configs import deepspeed_config
     from trainer.lora import peft_config, trainable_parameters
-    from trainer.parallel import init_distributed, parallelize_mfm
+    from trainer.parallel import parallelize_mfm
     from trainer.step import PreparedBatch, train_step
 
-    dims = init_distributed(sp=2, backend="gloo")
-    inp = random_inputs(TINY, 9, size=(32, 48), batch=2)  # 18 tokens: 9 per rank
-    target = torch.randn(inp["x"].shape, generator=torch.Generator().manual_seed(1))
     base = randomized()
     original = {k: v.clone() for k, v in base.state_dict().items()}
     cfg = load_config(overrides={"data.table": "-", "frozen.root": "-", "parallel.sp": 2, "optim.lr": LR,

@@ -6,6 +6,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -71,6 +72,22 @@ def randomized(cfg: MfMConfig = TINY, seed: int = 0) -> MfM:
         for p in model.parameters():
             p.normal_(0, 0.05)
     return model
+
+
+def join_sp2_rank(rank: int, port: int) -> tuple[Any, dict[str, torch.Tensor], torch.Tensor]:
+    """Rank `rank` of 2 gloo processes forming one sequence-parallel group (one thread each) -> (its
+    ParallelDims, tiny inputs of 18 tokens (9 per rank), a fixed velocity target)."""
+    import os
+
+    from trainer.parallel import init_distributed
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
+    torch.set_num_threads(1)
+    dims = init_distributed(sp=2, backend="gloo")
+    inp = random_inputs(TINY, 9, size=(32, 48), batch=2)  # 18 tokens: 9 per rank
+    target = torch.randn(inp["x"].shape, generator=torch.Generator().manual_seed(1))
+    return dims, inp, target
 
 
 # ---- the released model's own forward --------------------------------------------------------------------

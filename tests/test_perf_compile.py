@@ -82,22 +82,16 @@ def test_a_block_compiles_without_graph_breaks(mode):
 def _compiled_ulysses_worker(rank: int, port: int) -> None:
     """One of 2 ranks of an SP group: compiled blocks (selective checkpointing) under Ulysses and ZeRO-3 give
     one device's eager forward and gradients, one graph per block, no graph break."""
-    import os
+    from test_model import join_sp2_rank
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
-    torch.set_num_threads(1)
+    dims, inp, target = join_sp2_rank(rank, port)  # first: the process group's env before DeepSpeed loads
     from deepspeed.utils import safe_get_full_grad
-    from test_model import random_inputs
     from torch._dynamo.utils import counters
 
     from trainer.configs import deepspeed_config, load_config
-    from trainer.parallel import init_distributed, parallelize_mfm
+    from trainer.parallel import parallelize_mfm
     from trainer.step import per_sample_loss
 
-    dims = init_distributed(sp=2, backend="gloo")
-    inp = random_inputs(TINY, 9, size=(32, 48), batch=2)  # 18 tokens: 9 per rank
-    target = torch.randn(inp["x"].shape, generator=torch.Generator().manual_seed(1))
     reference = randomized()
     want = reference(**inp)
     per_sample_loss(want, target).mean().backward()

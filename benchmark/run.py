@@ -3,8 +3,9 @@
     mfm benchmark run --checkpoint CKPT --bench bench.lance --out runs/ckpt [--tasks vinp,voutp]
 
 Each sample's condition is rebuilt from the stored ground truth and seed (and checked against the stored
-parameters), depth maps are computed for the given frames of generation tasks, and `generate_sample`
-(the code behind `mfm generate`) samples it with the same seed. Outputs go to OUT/<task>/<sample_id>.mp4
+parameters), depth maps are computed for the given frames of generation tasks, and `MfMPipeline.sample`
+(the code behind `mfm generate`) samples it with the same seed and the pipeline's defaults (the paper's for
+our checkpoints, the release's for a released folder). Outputs go to OUT/<task>/<sample_id>.mp4
 (or .png), each written atomically, so a killed run resumes by skipping the files that exist. OUT/run.json
 records the checkpoint, its model config, the benchmark table and version, and the sampling settings; a
 resumed run with different ones is refused, so one folder never mixes two runs.
@@ -23,18 +24,10 @@ import lance
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.generate import (
-    GenerationModels,
-    SamplingOptions,
-    depth_on_given_frames,
-    generate_sample,
-    load_models,
-    media_suffix,
-    write_media,
-)
 from benchmark.table import Sample, check_benchmark_schema, read_sample_media, read_samples
 from model.conditions import benchmark_condition
-from model.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from model.output_files import media_suffix, write_media
+from model.pipeline import MfMPipeline, SamplingOptions, unit_frames
 from model.tasks import TASKS, get_task
 
 RUN_RECORD = "run.json"
@@ -44,15 +37,16 @@ def output_path(out_dir: str | Path, sample: Sample) -> Path:
     return Path(out_dir) / sample.task / f"{sample.sample_id}{media_suffix(get_task(sample.task))}"
 
 
-def run_record(models: GenerationModels, bench_uri: str, bench_version: int, options: SamplingOptions) -> dict:
+def run_record(pipe: MfMPipeline, bench_uri: str, bench_version: int, options: SamplingOptions) -> dict:
     return {
-        "checkpoint": str(Path(models.checkpoint).resolve()),
-        "variant": models.variant,
-        "model_config": asdict(models.model.config),
+        "checkpoint": str(Path(pipe.checkpoint).resolve()),
+        "variant": pipe.variant,
+        "model_config": asdict(pipe.transformer.config),
         "bench": str(Path(bench_uri).resolve()) if "://" not in str(bench_uri) else str(bench_uri),
         "bench_version": bench_version,
         "sampling": asdict(options),
-        "scheduler": dict(models.scheduler.config),
+        "defaults": asdict(pipe.defaults),
+        "scheduler": dict(pipe.scheduler.config),
     }
 
 
@@ -69,7 +63,7 @@ def _check_resume(path: Path, record: dict) -> None:
 
 
 def run_benchmark(
-    models: GenerationModels,
+    pipe: MfMPipeline,
     bench_uri: str,
     out_dir: str | Path,
     options: SamplingOptions | None = None,
@@ -82,7 +76,7 @@ def run_benchmark(
     check_benchmark_schema(ds.schema, bench_uri)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = run_record(models, bench_uri, ds.version, options)
+    record = run_record(pipe, bench_uri, ds.version, options)
     _check_resume(out_dir / RUN_RECORD, record)
     (out_dir / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str))
 
@@ -96,9 +90,8 @@ def run_benchmark(
         gt = read_sample_media(ds, sample, "gt")  # (3, T, H, W)
         cond = benchmark_condition(task, sample.clip(gt), sample.seed, extra=task.generate_extra)
         sample.check_condition(cond)
-        cond = depth_on_given_frames(cond, models)
-        frames = generate_sample(models, cond, sample.seed, options)
-        write_media(frames, output_path(out_dir, sample), fps=sample.fps)
+        frames = pipe.sample(pipe.with_depth(cond), sample.seed, options)  # (3, T, H, W)
+        write_media(unit_frames(frames), output_path(out_dir, sample), fps=sample.fps)
         tqdm.write(f"{sample.sample_id}: {time.perf_counter() - start:.1f}s")
     return {"samples": len(samples), "generated": len(todo)}
 
@@ -113,8 +106,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", help="T5 folder or pipeline root with text_encoder/ tokenizer/")
     p.add_argument("--depth-model", help="Depth-Anything-V2 folder (default: CKPT's root/depth)")
     p.add_argument("--tasks", help=f"comma-separated subset of: {','.join(TASKS)}")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Euler steps (paper: 50)")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="CFG scale (paper: 9.0)")
+    p.add_argument("--steps", type=int, help="Euler steps (default: 50 ours, the paper's; 25 a released folder)")
+    p.add_argument("--guidance", type=float, help="CFG scale (default: 9.0 ours, the paper's; 6 a released "
+                   "folder, 7 for its colorization)")
     p.add_argument("--negative-prompt", help="CFG negative prompt (default: the release's for the task)")
     p.add_argument("--shift", type=float, help="scheduler shift (default: the checkpoint's scheduler/, else 1)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -127,10 +121,10 @@ def main(args: argparse.Namespace) -> int:
         if args.tasks:
             tasks = [get_task(t).id for t in args.tasks.split(",")]
         dtype = getattr(torch, args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32"))
-        models = load_models(args.checkpoint, args.vae, args.text_encoder, args.depth_model, args.device, dtype,
-                             args.shift, args.variant)
+        pipe = MfMPipeline.from_pretrained(args.checkpoint, args.vae, args.text_encoder, args.depth_model,
+                                           args.device, dtype, args.shift, args.variant)
         options = SamplingOptions(args.steps, args.guidance, None, args.negative_prompt)
-        counts = run_benchmark(models, args.bench, args.out, options, tasks)
+        counts = run_benchmark(pipe, args.bench, args.out, options, tasks)
     except (ValueError, FileNotFoundError) as e:
         print(f"mfm benchmark run: {e}", file=sys.stderr)
         return 2

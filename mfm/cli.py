@@ -15,7 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("model.tasks_cli", "the 16 tasks: list, show a task's condition as a picture"),
     "curate": ("pipeline.cli", "curate raw videos into Lance tables on Ray (and `curate report`)"),
     "train": ("trainer.train", "train MfM with DeepSpeed ZeRO-3 + Ulysses on a Lance `clips` table"),
-    "generate": ("benchmark.generate", "generate with a checkpoint for any of the 16 tasks"),
+    "generate": ("model.generate_cli", "generate with a checkpoint for any of the 16 tasks"),
+    "release": ("model.release_cli", "the release's own CLI: `mfm release infer ARGS` takes infer_mfm_pipeline.py's"),
     "benchmark": ("benchmark.cli", "MfM-Benchmark: build | run | eval"),
 }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from transformers import (
     AutoImageProcessor,
@@ -68,7 +69,7 @@ class DepthEstimator(nn.Module):
         model = DepthAnythingForDepthEstimation.from_pretrained(
             str(path_or_id), subfolder=subfolder, dtype=dtype, use_safetensors=True
         )
-        processor = AutoImageProcessor.from_pretrained(str(path_or_id), subfolder=subfolder)
+        processor = AutoImageProcessor.from_pretrained(str(path_or_id), subfolder=subfolder, backend="pil")
         return cls(model, processor, input_size=input_size)
 
     @classmethod
@@ -125,6 +126,17 @@ class DepthEstimator(nn.Module):
         pixels = (frames.float() + 1.0) / 2.0  # [0, 1]
         pixels = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False, antialias=True)
         return (pixels.clamp(0.0, 1.0) - self.mean) / self.std
+
+    @torch.no_grad()
+    def predict_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """PIL images of one size -> raw depth (N, 1, H, W), float32, as transformers' depth-estimation pipeline
+        gives it (the processor's PIL preprocessing, bicubic back to the image size, no clamp): the release's
+        path, for its folders."""
+        inputs = self.processor(images=images, return_tensors="pt").to(self.model.device, self.model.dtype)
+        outputs = self.model(**inputs)
+        sizes = [im.size[::-1] for im in images]
+        depth = self.processor.post_process_depth_estimation(outputs, target_sizes=sizes)
+        return torch.stack([d["predicted_depth"].float() for d in depth])[:, None]
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, batch_size: int = 16) -> torch.Tensor:

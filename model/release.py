@@ -160,6 +160,16 @@ def load_release_weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v for f in files for k, v in load_file(f).items()}
 
 
+def is_release_folder(path: str | Path) -> bool:
+    """True for a released transformer folder, or a pipeline root holding one."""
+    path = Path(path)
+    if (path / "transformer").is_dir() and not (path / CONFIG_NAME).exists():
+        path = path / "transformer"
+    if not (path / CONFIG_NAME).is_file():
+        return False
+    return json.loads((path / CONFIG_NAME).read_text()).get("_class_name") != "MfM"
+
+
 def load_transformer(
     path: str | Path,
     variant: str | None = None,

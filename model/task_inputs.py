@@ -276,6 +276,18 @@ def condition_from_media(
     return assemble_condition(task, pixels, given, depth, prompt, extra, params)
 
 
+def check_files(task: Task | str, inputs: Sequence[str | Path], mask: str | Path | None = None) -> Task:
+    """The task, after checking the kinds (by suffix) and number of its input files and the mask."""
+    task = get_task(task) if isinstance(task, str) else task
+    kinds = tuple(media_kind(p) for p in inputs)
+    got = ", ".join(f"{Path(p).name} ({k})" for p, k in zip(inputs, kinds)) or "no input"
+    _check_inputs(task, kinds, f"{len(inputs)}: {got}", mask is not None)
+    missing = [str(p) for p in [*inputs, mask] if p is not None and not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"task {task.id}: no such input file: {', '.join(missing)}")
+    return task
+
+
 def condition_from_files(
     task: Task | str,
     inputs: Sequence[str | Path],
@@ -285,10 +297,7 @@ def condition_from_files(
 ) -> Condition:
     """`task`'s generation condition from files (images by suffix .png/.jpg/..., videos .mp4/.mov/...);
     keyword arguments as `condition_from_media`."""
-    task = get_task(task) if isinstance(task, str) else task
-    kinds = tuple(media_kind(p) for p in inputs)
-    got = ", ".join(f"{Path(p).name} ({k})" for p, k in zip(inputs, kinds)) or "no input"
-    _check_inputs(task, kinds, f"{len(inputs)}: {got}", mask is not None)
+    task = check_files(task, inputs, mask)
     media = [read_media_file(p) for p in inputs]
     mask_media = None if mask is None else read_media_file(mask)
     return condition_from_media(task, media, prompt, mask_media, **kwargs)

@@ -14,7 +14,7 @@ from torch import nn
 
 from model.geometry import SPATIAL_FACTOR, TEMPORAL_FACTOR, is_coded_length, pixel_frames
 
-MFM_SCALING_FACTOR = 0.958917567  # the MfM release's latent scale (vae/config.json `scaling_factor`)
+MFM_SCALING_FACTOR = 0.958917567  # the MfM release's latent scale (hard-coded in its pipeline)
 DEFAULT_TILE_OVERLAP = (1 / 6, 1 / 5)  # diffusers' (height, width) overlap, tuned for CogVideoX's 480 x 720
 
 
@@ -37,20 +37,20 @@ class VideoVAE(nn.Module):
         subfolder: str | None = None,
         dtype: torch.dtype = torch.float32,
         tiling: bool = False,
-        scaling_factor: float | None = None,
+        scaling_factor: float = MFM_SCALING_FACTOR,
     ) -> VideoVAE:
         """Load from a VAE folder, a pipeline folder holding `vae/`, or a hub id (with `subfolder="vae"`).
 
-        `scaling_factor` replaces the config's (the release's pipeline hard-codes 0.958917567 rather than
-        reading its VAE config, whose value may be CogVideoX's own): pass `MFM_SCALING_FACTOR` when unsure.
+        The latent scale is `scaling_factor`, never the config's: the release hard-codes 0.958917567 rather
+        than reading its VAE config (whose value may be CogVideoX's own), and our checkpoints record theirs
+        (`MfMConfig.vae_scaling_factor`), so one scale is read one way.
         """
         if subfolder is None and (Path(path_or_id) / "vae" / "config.json").is_file():
             subfolder = "vae"  # a pipeline folder, as the release ships
         vae = AutoencoderKLCogVideoX.from_pretrained(
             str(path_or_id), subfolder=subfolder, torch_dtype=dtype, use_safetensors=True, low_cpu_mem_usage=False
         )
-        if scaling_factor is not None:
-            vae.register_to_config(scaling_factor=scaling_factor)
+        vae.register_to_config(scaling_factor=scaling_factor)
         return cls(vae, tiling=tiling)
 
     @classmethod

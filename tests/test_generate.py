@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from bench_fixtures import tiny_pipeline
+from safetensors.torch import load_file
 
-from benchmark.generate import depth_on_given_frames, load_models, main
 from mfm.synthetic import moving_frames, write_image, write_video
+from model.generate_cli import main
 from model.mfm import MfM
+from model.pipeline import MfMPipeline
 from model.release import export_release
 from model.task_inputs import condition_from_media, read_media_file
 
@@ -61,7 +63,7 @@ def test_wrong_inputs_get_an_error_naming_what_the_task_needs(pipe, inputs, tmp_
 def test_wrong_output_suffix_is_refused_before_loading(pipe, inputs, tmp_path, capsys):
     rc = generate(pipe, "--task", "i2v", "--prompt", "x", "--image", str(inputs["image"]), "--out",
                   str(tmp_path / "o.png"))
-    assert rc == 2 and "must end in .mp4" in capsys.readouterr().err
+    assert rc == 2 and "must end in .mp4 (or .safetensors)" in capsys.readouterr().err
 
 
 def test_video_is_mp4_image_is_png_and_a_seed_reproduces_its_sample(pipe, inputs, tmp_path):
@@ -95,13 +97,13 @@ def test_batch_mode_runs_every_line(pipe, inputs, tmp_path):
 
 
 def test_depth_joins_on_the_given_frames_of_generation_tasks_only(pipe):
-    models = load_models(pipe)
+    models = MfMPipeline.from_pretrained(pipe)
     clip = torch.rand(3, 9, 32, 32) * 2 - 1
     first = clip[:, :1]
-    i2v = depth_on_given_frames(condition_from_media("i2v", [first], "x", num_frames=9, size=(32, 32)), models)
+    i2v = models.with_depth(condition_from_media("i2v", [first], "x", num_frames=9, size=(32, 32)))
     assert i2v.depth[:, 0].min() > 0  # the tiny depth model's output is positive
     assert i2v.depth[:, 1:].abs().max() == 0
-    vsr = depth_on_given_frames(condition_from_media("vsr", [clip], "x", num_frames=9, size=(32, 32)), models)
+    vsr = models.with_depth(condition_from_media("vsr", [clip], "x", num_frames=9, size=(32, 32)))
     assert vsr.depth.abs().max() == 0
 
 
@@ -110,7 +112,10 @@ def test_released_pipeline_folder_gives_the_same_sample_as_our_checkpoint(pipe, 
     export_release(MfM.from_pretrained(pipe / "transformer"), release / "transformer")
     for part in ("vae", "text_encoder", "tokenizer", "depth"):
         shutil.copytree(pipe / part, release / part)
-    i2v = ["--task", "i2v", "--prompt", "a wall", "--image", str(inputs["image"]), "--seed", "3"]
-    assert generate(pipe, *i2v, "--out", str(tmp_path / "ours.mp4")) == 0
-    assert generate(release, *i2v, "--out", str(tmp_path / "released.mp4")) == 0
-    assert torch.equal(read_media_file(tmp_path / "ours.mp4"), read_media_file(tmp_path / "released.mp4"))
+    i2v = ["--task", "i2v", "--prompt", "a wall", "--image", str(inputs["image"]), "--seed", "3", "--guidance", "9",
+           "--framing", "cover"]  # a released folder defaults to the release's CFG and framing
+    assert generate(pipe, *i2v, "--out", str(tmp_path / "ours.safetensors")) == 0
+    assert generate(release, *i2v, "--out", str(tmp_path / "released.safetensors")) == 0
+    ours, released = (load_file(tmp_path / f"{n}.safetensors")["frames"] for n in ("ours", "released"))
+    assert ours.shape == (9, 32, 32, 3) and torch.equal(ours, released)
+    assert (tmp_path / "ours.mp4").is_file() and (tmp_path / "released.mp4").is_file()

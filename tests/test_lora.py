@@ -18,12 +18,12 @@ from bench_fixtures import randomize, tiny_pipeline
 from safetensors.torch import load_file
 from trainer_fixtures import env
 
-from benchmark.generate import SamplingOptions, generate_sample, load_models
 from config_files import ConfigError
 from model.cli import main as model_main
 from model.conditions import Condition
 from model.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, add_lora, lora_config, lora_state_dict, save_lora
 from model.mfm import MFM_CONFIGS, MfM
+from model.pipeline import MfMPipeline, SamplingOptions
 from model.release import load_transformer
 from model.task_inputs import condition_from_media
 from trainer.configs import load_config
@@ -178,19 +178,19 @@ def test_generation_with_the_adapter_equals_generation_with_the_merged_weights(p
     for part in ("vae", "text_encoder", "tokenizer", "depth"):
         shutil.copytree(pipe / part, merged / part)
     cond = _i2v()
-    with_adapter = load_models(pipe, lora=adapter)
-    frames = {name: generate_sample(models, cond, seed=3, options=FAST)
-              for name, models in (("adapter", with_adapter), ("merged", load_models(merged)),
-                                   ("base", load_models(pipe)))}  # fmt: skip
+    with_adapter = MfMPipeline.from_pretrained(pipe, lora=adapter)
+    frames = {name: models.sample(cond, seed=3, options=FAST)
+              for name, models in (("adapter", with_adapter), ("merged", MfMPipeline.from_pretrained(merged)),
+                                   ("base", MfMPipeline.from_pretrained(pipe)))}  # fmt: skip
     diff = (frames["adapter"] - frames["merged"]).abs().max().item()
     print(f"adapter vs merged: max abs {diff:.3g}")
     assert diff <= 1e-5, diff
     assert (frames["adapter"] - frames["base"]).abs().max() > 1e-2  # the adapter does change the sample
     ours, release = MfM.from_pretrained(merged / "transformer"), load_transformer(tmp_path / "rel")
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), release.state_dict().values()))
-    half = load_models(pipe, lora=adapter, lora_scale=0.5)
+    half = MfMPipeline.from_pretrained(pipe, lora=adapter, lora_scale=0.5)
     assert half.lora == str(adapter)
-    assert not torch.equal(generate_sample(half, cond, seed=3, options=FAST), frames["adapter"])
+    assert not torch.equal(half.sample(cond, seed=3, options=FAST), frames["adapter"])
 
 
 # ---- `mfm train` with LoRA: what a checkpoint holds, and resuming ------------------------------------------------

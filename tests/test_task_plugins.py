@@ -20,10 +20,10 @@ from trainer_fixtures import env
 
 from benchmark.build import Selection, build_benchmark
 from benchmark.cli import main as benchmark_main
-from benchmark.generate import main as generate_main
 from benchmark.table import params_to_json, read_samples
 from mfm.synthetic import moving_frames, write_video
 from model.conditions import CONDITION_KINDS, Clip, ConditionKind, benchmark_condition, build_condition, draw_params
+from model.generate_cli import main as generate_main
 from model.task_examples import deblur
 from model.task_inputs import USER_INPUTS, read_media_file
 from model.task_plugins import (

@@ -164,11 +164,6 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
     log.info("data: %s v%d, %d trainable rows, %d per DP rank per epoch, %s", cfg.data.table, table.version,
              len(offsets), stream.per_rank, "packed" if packing.enabled else f"buckets {spec.buckets}")  # fmt: skip
 
-    # ---- frozen VAE and T5, and what turns samples into model inputs ---------------------------------------
-    vae = VideoVAE.from_pretrained(cfg.frozen.vae_path, dtype=dtype).to(device)
-    text_encoder = TextEncoder.from_pretrained(cfg.frozen.text_encoder_path, dtype=dtype).to(device)
-    builder = BatchBuilder(vae, text_encoder, cfg.flow, cfg.seed, dims.dp_rank, device, dtype, packing.enabled)
-
     # ---- model: LoRA, checkpointing, Ulysses, ZeRO-3 ------------------------------------------------------
     # A resumed run takes its weights from the checkpoint; with LoRA that holds the adapters only, and the
     # frozen base comes from init_from again.
@@ -176,6 +171,13 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
     base = functools.partial(build_model, cfg.model.size, cfg.model.attention_backend, cfg.model.init_from, cfg.seed)
     model = build_model(cfg.model.size, cfg.model.attention_backend, init_from, cfg.seed)
     flops_of = model.forward_flops
+
+    # ---- frozen VAE (at the latent scale the model records) and T5, and what turns samples into inputs -----
+    vae = VideoVAE.from_pretrained(cfg.frozen.vae_path, dtype=dtype,
+                                   scaling_factor=model.config.vae_scaling_factor).to(device)
+    text_encoder = TextEncoder.from_pretrained(cfg.frozen.text_encoder_path, dtype=dtype).to(device)
+    builder = BatchBuilder(vae, text_encoder, cfg.flow, cfg.seed, dims.dp_rank, device, dtype, packing.enabled)
+
     n_params = sum(p.numel() for p in model.parameters())
     lora = peft_config(cfg.lora) if cfg.lora.enabled else None
     engine = parallelize_mfm(model, dims, ds_config, cfg.model.gradient_checkpointing, cfg.model.compile, lora)

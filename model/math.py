@@ -1,6 +1,8 @@
 """Pure functions of the MfM transformer: 3D RoPE and the one attention entry point.
 
-Layouts: q, k, v are (B, N, H, Dh) ("bshd"); RoPE tables are (N, Dh) cos and sin, or (B, N, Dh).
+Layouts: q, k, v are (B, N, H, Dh) ("bshd"); RoPE tables are (N, Dh) cos and sin, or (B, N, Dh), always fp32.
+Under bf16 the rotation can run in fp32 (`apply_rope(fp32=True)`) and attention can be upcast to fp32
+(`attention(upcast=True)`, the release's `upcast_attention`); in fp32 both are the identity.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ ATTENTION_BACKENDS: dict[str, list[SDPBackend] | None] = {
     "efficient": [SDPBackend.EFFICIENT_ATTENTION],
     "math": [SDPBackend.MATH],
 }
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """t in fp32 if it is of a narrower float type (bf16, fp16); fp32 and fp64 tensors are returned as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def rope_axes_dims(head_dim: int) -> tuple[int, int, int]:
@@ -59,17 +66,22 @@ def rope_3d(
     return angles.cos().float(), angles.sin().float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fp32: bool = True) -> torch.Tensor:
     """Rotate interleaved channel pairs: out[2i] = x[2i]·cos − x[2i+1]·sin, out[2i+1] = x[2i+1]·cos + x[2i]·sin.
 
-    x: (B, N, H, Dh); cos, sin: (N, Dh) or (B, N, Dh).
+    x: (B, N, H, Dh); cos, sin: (N, Dh) or (B, N, Dh). With `fp32` (the release's way) the rotation runs in
+    fp32 on the fp32 tables and the result is cast back to x's dtype; without it the tables are cast to x's.
     """
     if cos.dim() == 2:
         cos, sin = cos[None], sin[None]
-    cos, sin = cos[:, :, None].to(x.dtype), sin[:, :, None].to(x.dtype)  # (B|1, N, 1, Dh)
+    cos, sin = cos[:, :, None], sin[:, :, None]  # (B|1, N, 1, Dh)
+    out_dtype = x.dtype
+    if fp32:
+        x = at_least_fp32(x)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     pairs = x.unflatten(-1, (-1, 2))
     rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # (-x1, x0) per pair
-    return x * cos + rotated * sin
+    return (x * cos + rotated * sin).to(out_dtype)
 
 
 def attention(
@@ -78,11 +90,17 @@ def attention(
     v: torch.Tensor,
     bias: torch.Tensor | None = None,
     backend: str = "auto",
+    upcast: bool = False,
 ) -> torch.Tensor:
     """Scaled dot-product attention on (B, N, H, Dh) tensors with an optional additive bias.
 
-    bias broadcasts to (B, H, Nq, Nk). `backend` picks the SDPA kernel (see ATTENTION_BACKENDS).
+    bias broadcasts to (B, H, Nq, Nk). `backend` picks the SDPA kernel (see ATTENTION_BACKENDS). `upcast`
+    (the release's `upcast_attention`) runs the kernel on fp32 q, k, v and bias and returns q's dtype.
     """
+    out_dtype = q.dtype
+    if upcast:
+        q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
+        bias = None if bias is None else at_least_fp32(bias)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, Dh)
     kernels = ATTENTION_BACKENDS[backend]
     if kernels is None:
@@ -90,4 +108,4 @@ def attention(
     else:
         with sdpa_kernel(kernels):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    return out.transpose(1, 2)  # (B, N, H, Dh)
+    return out.transpose(1, 2).to(out_dtype)  # (B, N, H, Dh)

@@ -9,6 +9,12 @@ sizes and packs them into one token sequence (NaViT, the paper's multi-resolutio
 within each sample, every token gets its own sample's timestep/motion modulation, text and RoPE grid, so each
 output equals the unpacked one. Training concerns (activation checkpointing, compile, sharding) are applied
 from outside by trainer/parallel.py; loading a released folder is model/release.py's `load_transformer`.
+
+Precision under bf16 follows the release: with `MfMConfig.fp32_islands` these run in fp32 and cast back —
+the RoPE rotation (`apply_rope`), every RMSNorm (QK-norm, `norm_cross`, `norm_mlp`; `RMSNorm`), the AdaLN
+modulation outputs and the modulate op (`adaln`, `modulate`), the residual gates (`gated`), and the final
+layer's modulate. Linears, LayerNorms, attention (unless `upcast_attention`) and residual sums stay in the
+model's dtype. In fp32 every island is the identity.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model.adapter import ConditionAdapter
-from model.math import ATTENTION_BACKENDS, apply_rope, attention, rope_3d
+from model.math import ATTENTION_BACKENDS, apply_rope, at_least_fp32, attention, rope_3d
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -43,6 +49,8 @@ class MfMConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     attention_backend: str = "auto"
+    upcast_attention: bool = False  # attention kernel on fp32 q, k, v (the release's `upcast_attention`)
+    fp32_islands: bool = True  # RoPE, RMSNorm, AdaLN modulate and gates in fp32 under bf16 (see module doc)
 
     def __post_init__(self):
         if self.attention_backend not in ATTENTION_BACKENDS:
@@ -75,9 +83,20 @@ class MfMConfig:
 #################################################################################
 
 
+def adaln(mod: torch.Tensor, fp32: bool) -> torch.Tensor:
+    """An AdaLN modulation Linear's output (B, k·D), in fp32 when `fp32` (an island: shift, scale, gate)."""
+    return at_least_fp32(mod) if fp32 else mod
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """AdaLN: x·(1 + scale) + shift on (B, N, D) tokens; shift and scale come from `per_token`."""
-    return x * (1 + scale) + shift
+    """AdaLN: x·(1 + scale) + shift on (B, N, D) tokens, computed in shift's dtype (fp32 under the islands)
+    and returned in x's; shift and scale come from `per_token`."""
+    return (x.to(shift.dtype) * (1 + scale) + shift).to(x.dtype)
+
+
+def gated(gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """AdaLN-Zero's residual branch gate·y, computed in gate's dtype (fp32 under the islands), in y's dtype."""
+    return (gate * y.to(gate.dtype)).to(y.dtype)
 
 
 @dataclass(frozen=True)
@@ -141,13 +160,27 @@ class PatchEmbed(nn.Module):
 #################################################################################
 
 
+class RMSNorm(nn.RMSNorm):
+    """`nn.RMSNorm` (same `weight`) that, with `fp32`, normalises and applies the weight in fp32 and returns
+    the input's dtype, as the release's RMSNorm does; fp32 and fp64 inputs take `nn.RMSNorm`'s own path."""
+
+    def __init__(self, dim: int, eps: float, fp32: bool = True):
+        super().__init__(dim, eps=eps)
+        self.fp32 = fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fp32 or x.dtype in (torch.float32, torch.float64):
+            return super().forward(x)
+        return (F.rms_norm(x.float(), self.normalized_shape, eps=self.eps) * self.weight.float()).to(x.dtype)
+
+
 class QKNorm(nn.Module):
     """RMSNorm of queries and keys over the whole inner dim (all heads at once), each with its own weight."""
 
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, fp32: bool = True):
         super().__init__()
-        self.query_norm = nn.RMSNorm(dim, eps=eps)
-        self.key_norm = nn.RMSNorm(dim, eps=eps)
+        self.query_norm = RMSNorm(dim, eps, fp32)
+        self.key_norm = RMSNorm(dim, eps, fp32)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.query_norm(q), self.key_norm(k)
@@ -156,33 +189,38 @@ class QKNorm(nn.Module):
 class CoreAttention(nn.Module):
     """softmax(q·kᵀ/√d + bias)·v on (B, N, H, Dh). Its own module so sequence parallelism can wrap it.
 
-    With `seq_lens` (packed samples) attention is block-diagonal: one kernel call per sample's span.
+    With `seq_lens` (packed samples) attention is block-diagonal: one kernel call per sample's span. `upcast`
+    runs the kernel in fp32 (see `attention`).
     """
 
-    def __init__(self, backend: str = "auto"):
+    def __init__(self, backend: str = "auto", upcast: bool = False):
         super().__init__()
         self.backend = backend
+        self.upcast = upcast
 
     def forward(self, q, k, v, bias: torch.Tensor | None = None, seq_lens: tuple[int, ...] | None = None):
         if seq_lens is None:
-            return attention(q, k, v, bias, backend=self.backend)
+            return attention(q, k, v, bias, backend=self.backend, upcast=self.upcast)
         spans = zip(q.split(seq_lens, dim=1), k.split(seq_lens, dim=1), v.split(seq_lens, dim=1))
-        return torch.cat([attention(*qkv, backend=self.backend) for qkv in spans], dim=1)  # (1, N, H, Dh)
+        outs = [attention(*qkv, backend=self.backend, upcast=self.upcast) for qkv in spans]
+        return torch.cat(outs, dim=1)  # (1, N, H, Dh)
 
 
 class Attention(nn.Module):
     """Multi-head attention with biased projections, QK-norm, and RoPE on the queries (and on the keys when
     they are the same tokens). Self-attention when `context` is None, cross-attention otherwise."""
 
-    def __init__(self, dim: int, num_heads: int, context_dim: int, eps: float, backend: str):
+    def __init__(self, cfg: MfMConfig, context_dim: int):
         super().__init__()
-        self.num_heads = num_heads
+        dim = cfg.dim
+        self.num_heads = cfg.num_heads
+        self.fp32_rope = cfg.fp32_islands
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(context_dim, dim)
         self.v_proj = nn.Linear(context_dim, dim)
         self.o_proj = nn.Linear(dim, dim)
-        self.qk_norm = QKNorm(dim, eps)
-        self.core_attention = CoreAttention(backend)
+        self.qk_norm = QKNorm(dim, cfg.norm_eps, cfg.fp32_islands)
+        self.core_attention = CoreAttention(cfg.attention_backend, cfg.upcast_attention)
 
     def forward(
         self,
@@ -196,9 +234,9 @@ class Attention(nn.Module):
         q, k = self.qk_norm(self.q_proj(x), self.k_proj(kv_in))  # (B, N, D), (B, L, D)
         v = self.v_proj(kv_in)
         q, k, v = (t.unflatten(-1, (self.num_heads, -1)) for t in (q, k, v))  # (B, N|L, H, Dh)
-        q = apply_rope(q, *rope)
+        q = apply_rope(q, *rope, fp32=self.fp32_rope)
         if context is None:
-            k = apply_rope(k, *rope)
+            k = apply_rope(k, *rope, fp32=self.fp32_rope)
         out = self.core_attention(q, k, v, bias, seq_lens)  # (B, N, H, Dh)
         return self.o_proj(out.flatten(-2))  # (B, N, D)
 
@@ -224,12 +262,13 @@ class MfMBlock(nn.Module):
     def __init__(self, cfg: MfMConfig):
         super().__init__()
         d = cfg.dim
+        self.fp32_adaln = cfg.fp32_islands
         self.modulation = nn.Linear(d, 6 * d)
         self.norm_attn = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
-        self.self_attn = Attention(d, cfg.num_heads, d, cfg.norm_eps, cfg.attention_backend)
-        self.norm_cross = nn.RMSNorm(d, eps=cfg.norm_eps)
-        self.cross_attn = Attention(d, cfg.num_heads, cfg.text_dim, cfg.norm_eps, cfg.attention_backend)
-        self.norm_mlp = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.self_attn = Attention(cfg, d)
+        self.norm_cross = RMSNorm(d, cfg.norm_eps, cfg.fp32_islands)
+        self.cross_attn = Attention(cfg, cfg.text_dim)
+        self.norm_mlp = RMSNorm(d, cfg.norm_eps, cfg.fp32_islands)
         self.mlp = MLP(d, cfg.mlp_ratio * d)
 
     def forward(
@@ -241,12 +280,13 @@ class MfMBlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         packing: Packing | None = None,
     ) -> torch.Tensor:
-        mod = per_token(self.modulation(F.silu(c)), packing)  # (B, 1, 6D) or (1, N, 6D)
+        mod = per_token(adaln(self.modulation(F.silu(c)), self.fp32_adaln), packing)  # (B, 1, 6D) or (1, N, 6D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
         seq_lens = None if packing is None else packing.seq_lens
-        x = x + gate_msa * self.self_attn(modulate(self.norm_attn(x), shift_msa, scale_msa), rope, seq_lens=seq_lens)
+        attn = self.self_attn(modulate(self.norm_attn(x), shift_msa, scale_msa), rope, seq_lens=seq_lens)
+        x = x + gated(gate_msa, attn)
         x = x + self.cross_attn(self.norm_cross(x), rope, context=text, bias=text_bias)
-        x = x + gate_mlp * self.mlp(modulate(self.norm_mlp(x), shift_mlp, scale_mlp))
+        x = x + gated(gate_mlp, self.mlp(modulate(self.norm_mlp(x), shift_mlp, scale_mlp)))
         return x  # (B, N, D)
 
 
@@ -256,12 +296,13 @@ class FinalLayer(nn.Module):
     def __init__(self, cfg: MfMConfig):
         super().__init__()
         d = cfg.dim
+        self.fp32_adaln = cfg.fp32_islands
         self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
         self.modulation = nn.Linear(d, 2 * d)
         self.linear = nn.Linear(d, cfg.patch_size**2 * cfg.latent_channels)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
-        shift, scale = per_token(self.modulation(F.silu(c)), packing).chunk(2, dim=-1)
+        shift, scale = per_token(adaln(self.modulation(F.silu(c)), self.fp32_adaln), packing).chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, p·p·C)
 
 

@@ -42,7 +42,8 @@ NAME_MAP: list[tuple[str, str]] = [
     (r"^proj_out_2\.", "final_layer.linear."),
 ]
 
-# Release constructor arguments we support, with the values our model implements.
+# Release constructor arguments we support, with the values our model implements. A key missing from a
+# released config.json takes the release constructor's default (`_RELEASE_DEFAULTS`), as diffusers does.
 _REQUIRED_RELEASE_VALUES = {
     "activation_fn": "gelu-approximate",
     "norm_type": "ada_norm_zero_nolabel",
@@ -50,11 +51,43 @@ _REQUIRED_RELEASE_VALUES = {
     "use_rope": True,
     "add_motion_score": True,
     "patch_size_t": 1,
-    "norm_elementwise_affine": False,
     "attention_bias": True,
     "only_cross_attention": False,
     "double_self_attention": False,
 }
+
+# `Transformer3DModel.__init__`'s defaults for the keys we read.
+_RELEASE_DEFAULTS = {
+    "num_layers": 1,
+    "num_attention_heads": 16,
+    "attention_head_dim": 88,
+    "activation_fn": "geglu",
+    "norm_type": "layer_norm",
+    "adaln_norm_type": "legacy",
+    "condition_type": "inpaint_mask",
+    "use_rope": False,
+    "add_motion_score": False,
+    "patch_size_t": 1,
+    "attention_bias": False,
+    "only_cross_attention": False,
+    "double_self_attention": False,
+    "cross_attention_dim": None,
+    "patch_size": 2,
+    "upcast_attention": False,
+    "use_depth_cond": False,
+}
+
+# AdaLN's norm: "legacy" and "layernorm" are both LayerNorm ("rmsnorm" would add a weight MfM does not have).
+_RELEASE_ADALN_NORMS = ("legacy", "layernorm")
+
+# Arguments the release's blocks accept and never read: its norms hard-code eps 1e-6 and have no affine
+# switch. Read as anything, written as these values (norm_eps is the eps that actually runs).
+_IGNORED_RELEASE_VALUES = {"norm_eps": 1e-6, "norm_elementwise_affine": False}
+RELEASE_NORM_EPS = 1e-6
+
+# `sample_size` must be set (the release asserts it), but with RoPE it only sizes a sin-cos position table the
+# release never builds: no weight and no output depends on it. 32 is what the release's tiny configs carry.
+RELEASE_SAMPLE_SIZE = 32
 
 
 def _rename(name: str, table: list[tuple[str, str]]) -> str:
@@ -106,43 +139,81 @@ def _release_names_like(state: dict[str, torch.Tensor]) -> list[str]:
     return names
 
 
+def _release_value(raw: dict, key: str):
+    return raw.get(key, _RELEASE_DEFAULTS[key])
+
+
+def _text_dim_from_release(raw: dict) -> int:
+    """`cross_attention_dim`: an int, or a list where block d uses entry d % 2 (the release alternates two text
+    encoders over the blocks). MfM has one text input, so every block must get the same width."""
+    dims = _release_value(raw, "cross_attention_dim")
+    if dims is None:
+        raise ValueError("release config cross_attention_dim=None (no cross-attention) is not supported")
+    if not isinstance(dims, list | tuple):
+        return int(dims)
+    num_layers = _release_value(raw, "num_layers")
+    if len(dims) < min(2, num_layers):
+        raise ValueError(f"release config cross_attention_dim={dims!r} has fewer entries than its blocks use")
+    used = {dims[d % 2] for d in range(num_layers)}
+    if len(used) != 1 or None in used:
+        raise ValueError(f"release config cross_attention_dim={dims!r} gives blocks different text widths "
+                         "(two alternating text encoders): not supported, MfM has one text input")
+    return int(used.pop())
+
+
 def config_from_release(raw: dict) -> MfMConfig:
-    """The release's config.json -> MfMConfig; unsupported settings are rejected with their key and value."""
+    """The release's config.json -> MfMConfig, with the release's semantics: missing keys take its
+    constructor's defaults, `norm_eps` and `norm_elementwise_affine` are ignored (eps is always 1e-6),
+    `cross_attention_dim` may be a list. Unsupported settings are rejected with their key and value."""
     for key, value in _REQUIRED_RELEASE_VALUES.items():
-        if key in raw and raw[key] != value:
-            raise ValueError(f"release config {key}={raw[key]!r} is not supported (MfM implements {value!r})")
-    if raw.get("in_channels") != raw.get("out_channels"):
-        channels = raw.get("in_channels"), raw.get("out_channels")
-        raise ValueError(f"release config in_channels={channels[0]} != out_channels={channels[1]}: not supported")
+        if _release_value(raw, key) != value:
+            raise ValueError(f"release config {key}={_release_value(raw, key)!r} is not supported "
+                             f"(MfM implements {value!r})")
+    if _release_value(raw, "adaln_norm_type") not in _RELEASE_ADALN_NORMS:
+        raise ValueError(f"release config adaln_norm_type={raw['adaln_norm_type']!r} is not supported "
+                         f"(MfM implements {' / '.join(_RELEASE_ADALN_NORMS)})")
+    out_channels = raw.get("out_channels")
+    if out_channels is None:  # the release's default: as many as in_channels
+        out_channels = raw.get("in_channels")
+    if raw.get("in_channels") != out_channels:
+        raise ValueError(f"release config in_channels={raw.get('in_channels')} != out_channels={out_channels}: "
+                         "not supported")
     return MfMConfig(
-        num_layers=raw["num_layers"],
-        num_heads=raw["num_attention_heads"],
-        head_dim=raw["attention_head_dim"],
-        text_dim=raw["cross_attention_dim"],
+        num_layers=_release_value(raw, "num_layers"),
+        num_heads=_release_value(raw, "num_attention_heads"),
+        head_dim=_release_value(raw, "attention_head_dim"),
+        text_dim=_text_dim_from_release(raw),
         latent_channels=raw["in_channels"],
-        patch_size=raw["patch_size"],
-        use_depth=bool(raw.get("use_depth_cond", True)),
-        norm_eps=raw.get("norm_eps", 1e-6),
+        patch_size=_release_value(raw, "patch_size"),
+        use_depth=bool(_release_value(raw, "use_depth_cond")),
+        norm_eps=RELEASE_NORM_EPS,
+        upcast_attention=bool(_release_value(raw, "upcast_attention")),
     )
 
 
 def config_to_release(cfg: MfMConfig) -> dict:
-    """MfMConfig -> the release constructor's arguments (every one spelled out, as the release writes them)."""
+    """MfMConfig -> the release constructor's arguments (every one spelled out, as the release writes them).
+    A norm eps other than the release's fixed 1e-6 cannot be expressed and is refused."""
+    if cfg.norm_eps != RELEASE_NORM_EPS:
+        raise ValueError(f"MfMConfig.norm_eps={cfg.norm_eps} cannot be exported: the release's norms always "
+                         f"use {RELEASE_NORM_EPS}")
     return {
         "_class_name": "Transformer3DModel",
         **_REQUIRED_RELEASE_VALUES,
+        **_IGNORED_RELEASE_VALUES,
+        "adaln_norm_type": _RELEASE_ADALN_NORMS[0],
         "attention_head_dim": cfg.head_dim,
         "attention_type": "default",
         "cross_attention_dim": cfg.text_dim,
         "dropout": 0.0,
         "in_channels": cfg.latent_channels,
-        "norm_eps": cfg.norm_eps,
         "num_attention_heads": cfg.num_heads,
         "num_layers": cfg.num_layers,
         "out_channels": cfg.latent_channels,
         "patch_size": cfg.patch_size,
+        "sample_size": RELEASE_SAMPLE_SIZE,
         "sequence_parallel_size": 0,
-        "upcast_attention": False,
+        "upcast_attention": cfg.upcast_attention,
         "use_depth_cond": cfg.use_depth,
         "use_navit": False,
     }

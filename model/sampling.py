@@ -12,6 +12,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from tqdm.auto import tqdm
 
+from model.math import at_least_fp32
 from model.mfm import MfM
 
 DEFAULT_STEPS = 50
@@ -42,6 +43,12 @@ def make_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
 
 
+def guided_velocity(v_pos: torch.Tensor, v_neg: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance v_neg + guidance·(v_pos − v_neg), computed in fp32 whatever the inputs' dtype."""
+    v_pos, v_neg = at_least_fp32(v_pos), at_least_fp32(v_neg)
+    return v_neg + guidance * (v_pos - v_neg)
+
+
 @torch.no_grad()
 def sample(
     model: MfM,
@@ -54,20 +61,23 @@ def sample(
     progress: bool = False,
 ) -> torch.Tensor:
     """Integrate from `noise` (B, C, t, h, w) to a latent. With `negative`, both branches run as one batch and
-    v = v_neg + guidance·(v_pos − v_neg); without it the model runs once per step, unguided."""
+    v = v_neg + guidance·(v_pos − v_neg); without it the model runs once per step, unguided.
+
+    The model gets the latent in `noise`'s dtype (pass the model's); its velocity is upcast to fp32 before the
+    guidance combination (as the release does), and the latent is kept and stepped in fp32. Returns it in fp32."""
     scheduler = scheduler or make_scheduler()
     scheduler.set_timesteps(steps, device=noise.device)
     cond = positive if negative is None else positive.cat(negative)
-    x = noise
+    x = at_least_fp32(noise)  # (B, C, t, h, w), fp32 between steps
     for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress):
-        x_in = x if negative is None else torch.cat([x, x])
+        x_in = (x if negative is None else torch.cat([x, x])).to(noise.dtype)
         timestep = t.expand(x_in.shape[0]).float()  # (B,) or (2B,), 0–1000 scale; fp32 even under bf16
         v = model(
             x_in, timestep, cond.text, cond.text_mask, cond.cond_pixels, cond.cond_depth, cond.cond_mask,
             cond.motion_score,
         )
+        v = at_least_fp32(v)
         if negative is not None:
-            v_pos, v_neg = v.chunk(2)
-            v = v_neg + guidance * (v_pos - v_neg)
-        x = scheduler.step(v, t, x, return_dict=False)[0]
+            v = guided_velocity(*v.chunk(2), guidance)
+        x = scheduler.step(v, t, x, return_dict=False)[0]  # fp32 Euler step
     return x

@@ -10,6 +10,7 @@ these numbers here.
 from __future__ import annotations
 
 TEMPORAL_FACTOR = 4  # VAE: frames per latent frame after the first
+VAE_SCALING_FACTOR = 0.958917567  # MfM's VAE latent scale (hard-coded in the release's pipeline)
 SPATIAL_FACTOR = 8  # VAE: pixels per latent pixel, each side
 PATCH_SIZE = 2  # transformer: latent pixels per token, each side
 SIZE_MULTIPLE = SPATIAL_FACTOR * PATCH_SIZE  # 16: sample H and W are multiples of this

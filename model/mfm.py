@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model.adapter import ConditionAdapter
+from model.geometry import VAE_SCALING_FACTOR
 from model.math import ATTENTION_BACKENDS, apply_rope, at_least_fp32, attention, rope_3d
 
 WEIGHTS_NAME = "model.safetensors"
@@ -51,6 +52,7 @@ class MfMConfig:
     attention_backend: str = "auto"
     upcast_attention: bool = False  # attention kernel on fp32 q, k, v (the release's `upcast_attention`)
     fp32_islands: bool = True  # RoPE, RMSNorm, AdaLN modulate and gates in fp32 under bf16 (see module doc)
+    vae_scaling_factor: float = VAE_SCALING_FACTOR  # the VAE latent scale the model is trained at
 
     def __post_init__(self):
         if self.attention_backend not in ATTENTION_BACKENDS:

@@ -173,7 +173,7 @@ class MfMPipeline:
         else:
             scheduler = make_scheduler(1.0 if shift is None else shift)
         # the release hard-codes its latent scale; our checkpoints record theirs
-        scale = MFM_SCALING_FACTOR if released else getattr(model.config, 'vae_scaling_factor', MFM_SCALING_FACTOR)
+        scale = MFM_SCALING_FACTOR if released else model.config.vae_scaling_factor
         vae_model = VideoVAE.from_pretrained(paths["vae"], tiling=True, scaling_factor=scale).to(device)
         return cls(model, vae_model, encoder, depth, scheduler, released, str(ckpt), variant,
                    None if lora is None else str(lora), lora_scale)

@@ -29,14 +29,13 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import rgb_to_grayscale
 
-from model.geometry import coded_length
+from model.geometry import SIZE_MULTIPLE, coded_length
 from model.tasks import Task
 from pipeline.contract.codecs import decode_video
 
 RELEASE_FRAMES = 97  # the pipeline's `default_num_frames`: what I2V, FLF2V, VEXT and FLC2V always make
 TRANSITION_FRAMES = 8  # VEXT / FLC2V: frames taken from each input clip
 CROP_TYPES = ("keep_ratio", "keep_ratio_h", "keep_res")
-SIZE_MULTIPLE = 16
 
 
 @dataclass

@@ -12,9 +12,9 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 from torch import nn
 
-from model.geometry import SPATIAL_FACTOR, TEMPORAL_FACTOR, is_coded_length, pixel_frames
+from model.geometry import SPATIAL_FACTOR, TEMPORAL_FACTOR, VAE_SCALING_FACTOR, is_coded_length, pixel_frames
 
-MFM_SCALING_FACTOR = 0.958917567  # the MfM release's latent scale (hard-coded in its pipeline)
+MFM_SCALING_FACTOR = VAE_SCALING_FACTOR  # the MfM release's latent scale (hard-coded in its pipeline)
 DEFAULT_TILE_OVERLAP = (1 / 6, 1 / 5)  # diffusers' (height, width) overlap, tuned for CogVideoX's 480 x 720
 
 

@@ -119,3 +119,15 @@ def test_released_pipeline_folder_gives_the_same_sample_as_our_checkpoint(pipe, 
     ours, released = (load_file(tmp_path / f"{n}.safetensors")["frames"] for n in ("ours", "released"))
     assert ours.shape == (9, 32, 32, 3) and torch.equal(ours, released)
     assert (tmp_path / "ours.mp4").is_file() and (tmp_path / "released.mp4").is_file()
+
+
+def test_our_checkpoint_decodes_at_the_vae_scale_it_records(pipe, tmp_path):
+    """Our checkpoints record their latent scale; the VAE folder's own `scaling_factor` is never read."""
+    ours = tmp_path / "ours"
+    shutil.copytree(pipe, ours)
+    config = json.loads((ours / "transformer" / "config.json").read_text())
+    (ours / "transformer" / "config.json").write_text(json.dumps(config | {"vae_scaling_factor": 0.5}))
+    vae_config = json.loads((ours / "vae" / "config.json").read_text())
+    (ours / "vae" / "config.json").write_text(json.dumps(vae_config | {"scaling_factor": 2.0}))
+    assert MfMPipeline.from_pretrained(ours / "transformer").vae.scaling_factor == 0.5
+    assert MfMPipeline.from_pretrained(pipe / "transformer").vae.scaling_factor == 0.958917567

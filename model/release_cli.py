@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from model.output_files import write_frames, write_media
-from model.pipeline import MfMPipeline, SamplingOptions
+from model.pipeline import NEGATIVE_PROMPT, MfMPipeline, SamplingOptions, negative_prompt_for
 from model.tasks import get_task
 
 RELEASE_TASKS = ("t2v", "i2v", "vexd", "itrans", "vtrans", "vsr", "vcolor", "vinp", "voutp", "vedit", "t2i", "isr",
@@ -58,14 +58,6 @@ DEFAULT_INPUTS = {
     "voutp": ["benchmarks/voutp/test.jsonl"],
     "vedit": ["benchmarks/vedit/davis.jsonl"],
 }
-NEGATIVE_PROMPT = (
-    "static, watermark, subtitles, scene change, flickering, distorted, discontinuous, bad anatomy, bad hands, "
-    "missing fingers, cropped, ugly, blurry, low resolution, low quality, motionless, cartoon, animation, "
-    "oil painting, #reverse, #motion: super-fast, #backplay, human distortion, unnatural movement"
-)
-COLOR_PROMPTS = ("natural, vibrant", "over-saturated, grayscale, b&w, color bleeding, plain")
-SR_PROMPTS = ("clean, extremely detailed, high-resolution, 4k",
-              "blurry, dotted, noise, jpeg compression, raster lines, unclear, lowres, over-smoothed")
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -178,10 +170,9 @@ def infer(args: argparse.Namespace) -> list[Path]:
         num_frames, motion = 1, 0
         if args.task in ("t2i", "icolor", "isr"):
             height = width = None  # the pipeline's release boxes: 1024 x 1024, isr 1280 x 1280
-    if task.condition == "grayscale":
-        (added, negative), guidance = COLOR_PROMPTS, 7
-    elif task.condition == "downsample":
-        added, negative = SR_PROMPTS
+    if task.condition in ("grayscale", "downsample"):  # colorization and SR: their own prompts (and CFG 7)
+        added, negative = task.generate_extra, negative_prompt_for(task)
+        guidance = 7 if task.condition == "grayscale" else guidance
     is_video = num_frames > 16
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = MfMPipeline.from_pretrained(args.pipeline_path, depth_model=depth, device=device,

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmark import metrics
-from benchmark.run import RUN_RECORD, output_path
+from benchmark.run import RUN_RECORD, STEPS_RECORD, output_path
 from benchmark.table import Sample, check_benchmark_schema, read_sample_media, read_samples
 from model.task_inputs import read_media_file
 from model.tasks import TASKS
@@ -201,6 +201,7 @@ def evaluate(
     results = {
         "bench": bench_uri, "bench_version": ds.version, "bench_build": build, "method": method,
         "checkpoint": run["checkpoint"], "model_config": run["model_config"], "sampling": run["sampling"],
+        "steps_computed": steps_computed(outputs),
         "feature_weights": {"inception": {"path": str(inception_weights), "sha256": _sha(inception_weights)},
                             "lpips": {"path": str(lpips_weights), "sha256": _sha(lpips_weights)}},
         "fid_frames_per_video": fid_frames, "missing": missing, "table": table,
@@ -233,6 +234,19 @@ def markdown_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def steps_computed(outputs: Path) -> dict[str, str]:
+    """Per task, the Euler steps computed of those run under step caching (from the run's steps.jsonl)."""
+    path = outputs / STEPS_RECORD
+    if not path.exists():
+        return {}
+    totals: dict[str, list[int]] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        done = totals.setdefault(row["task"], [0, 0])
+        done[0], done[1] = done[0] + row["computed"], done[1] + row["steps"]
+    return {task: f"{computed}/{steps}" for task, (computed, steps) in sorted(totals.items())}
+
+
 def _header(results: dict) -> list[str]:
     cfg = results["model_config"]
     return [
@@ -242,6 +256,7 @@ def _header(results: dict) -> list[str]:
         f"checkpoint: {results['checkpoint']} — {cfg['num_layers']} layers, {cfg['num_heads']}x{cfg['head_dim']} "
         f"heads, text_dim {cfg['text_dim']}",
         f"sampling: {results['sampling']}",
+        *([f"step cache: {results['steps_computed']}"] if results.get("steps_computed") else []),
         "feature networks: " + ", ".join(f"{k} {v['path']} (sha256 {v['sha256']})"
                                          for k, v in results["feature_weights"].items()),
         f"FID frames per video: {results['fid_frames_per_video'] or 'all'}; missing outputs: {len(results['missing'])}",

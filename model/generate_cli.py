@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from model.generation_groups import init_generation_groups, launched_world
 from model.output_files import media_suffix, write_output
 from model.pipeline import FRAMINGS, MfMPipeline, SamplingOptions
 from model.release_inputs import CROP_TYPES
@@ -105,11 +106,12 @@ def prepare_kwargs(job: Job, framing: str | None) -> dict:
 
 
 def run_job(pipe: MfMPipeline, job: Job, options: SamplingOptions, framing: str | None = None) -> list[Path]:
-    """Prepare the job's inputs, sample, write `job.out`."""
+    """Prepare the job's inputs, sample, write `job.out` (over several ranks: the sample group's leader
+    writes, the others return no files)."""
     task = check_job(job)
     out = pipe(task, job.prompt, job.inputs, job.mask, seed=job.seed, options=options,
                **prepare_kwargs(job, framing))
-    return write_output(out, job.out, task)
+    return write_output(out, job.out, task) if out is not None else []
 
 
 # --- command line ---------------------------------------------------------------------------------------------
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-type", choices=CROP_TYPES, default="keep_ratio",
                    help="release framing: keep_ratio pads to the box, keep_res keeps the fitted size")
     p.add_argument("--shift", type=float, help="scheduler shift (default: the checkpoint's scheduler/, else 1)")
+    add_scale_arguments(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default bfloat16 on GPU")
     return p
@@ -184,21 +187,63 @@ def main(argv: list[str]) -> int:
         print(f"mfm generate: {e}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32"))
     options = SamplingOptions(args.steps, args.guidance, args.motion_score, args.negative_prompt)
-    pipe = None
     try:
         jobs = jobs_from_args(args)
         for job in jobs:
             check_job(job)  # before the models load
-        for job in jobs:
+        pipe = load_scaled_pipeline(args)
+        groups = pipe.groups
+        mine = jobs if groups is None else jobs[groups.replica :: groups.dp]  # jobs sharded over sample groups
+        for job in mine:
             start = time.perf_counter()
-            pipe = pipe or MfMPipeline.from_pretrained(args.checkpoint, args.vae, args.text_encoder,
-                                                       args.depth_model, args.device, dtype, args.shift,
-                                                       args.variant, args.lora, args.lora_scale)
             written = run_job(pipe, job, options, args.framing)
-            print(f"{job.task}: wrote {', '.join(map(str, written))} ({time.perf_counter() - start:.1f}s)")
+            if written:
+                print(f"{job.task}: wrote {', '.join(map(str, written))} ({time.perf_counter() - start:.1f}s)"
+                      + cache_note(pipe))
     except (ValueError, FileNotFoundError) as e:
         print(f"mfm generate: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def add_scale_arguments(p: argparse.ArgumentParser) -> None:
+    """Sampling at scale: ranks, compile, step caching (shared with `mfm benchmark run`)."""
+    p.add_argument("--sp", type=int, help="under torchrun: ranks that split one sample's tokens (Ulysses); "
+                   "default every rank (halved with --cfg-parallel); the rest share out the samples")
+    p.add_argument("--cfg-parallel", action="store_true",
+                   help="under torchrun: the conditional and unconditional CFG branches on two ranks")
+    p.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
+    p.add_argument("--cache-threshold", type=float, default=0.0,
+                   help="step caching: reuse the blocks' work while the first block's residual changes less "
+                   "than this (relative L1; 0 = off, e.g. 0.05-0.1)")
+
+
+def load_scaled_pipeline(args: argparse.Namespace) -> MfMPipeline:
+    """The pipeline of `args.checkpoint`, parallelized over the launcher's ranks and with step caching when
+    asked. bf16 on a GPU by default (the fp32 islands as the release keeps them), fp32 on a CPU."""
+    groups = None
+    device = args.device
+    if launched_world() > 1:
+        groups = init_generation_groups(args.sp, args.cfg_parallel)
+    elif args.cfg_parallel or (args.sp or 1) > 1:
+        raise ValueError("--sp and --cfg-parallel split a sample over several ranks: launch with torchrun "
+                         "--nproc_per_node N (or the DeepSpeed launcher)")
+    if groups is not None and str(device).startswith("cuda"):
+        device = f"cuda:{torch.cuda.current_device()}"
+    dtype = getattr(torch, args.dtype or ("bfloat16" if str(device).startswith("cuda") else "float32"))
+    pipe = MfMPipeline.from_pretrained(args.checkpoint, args.vae, args.text_encoder, args.depth_model, device,
+                                       dtype, args.shift, args.variant, getattr(args, "lora", None),
+                                       getattr(args, "lora_scale", 1.0))
+    if groups is not None or args.compile:
+        pipe.parallelize(groups, args.compile)
+    if args.cache_threshold:
+        pipe.enable_step_cache(args.cache_threshold)
+    if groups is not None and groups.rank == 0:
+        print(f"sampling on {groups.describe()}")
+    return pipe
+
+
+def cache_note(pipe: MfMPipeline) -> str:
+    cache = pipe.step_cache
+    return "" if cache is None else f"; {cache.computed} of {cache.calls} steps computed (step cache)"

@@ -414,10 +414,24 @@ class MfM(nn.Module):
         if packing is not None:  # per-token sample ids and text bias follow the tokens
             packing = Packing(shard(packing.sample_of_token, dim=0), packing.seq_lens)
             text_bias = shard(text_bias, dim=2)  # (1, 1, N/sp, S·L)
-        for block in self.blocks:
-            tokens = block(tokens, c, text, text_bias, rope, packing)
+        tokens = self.run_blocks(tokens, c, text, text_bias, rope, packing)
         out = self.final_layer(tokens, c, packing)  # (B, N/sp, p·p·C)
         return self.token_sharding.gather(out, dim=1)  # (B, N, p·p·C)
+
+    def run_blocks(
+        self,
+        tokens: torch.Tensor,
+        c: torch.Tensor,
+        text: torch.Tensor,
+        text_bias: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        packing: Packing | None = None,
+    ) -> torch.Tensor:
+        """The block stack on (B, N/sp, D) tokens; `model.step_cache` replaces it on an instance to reuse work
+        between sampling steps."""
+        for block in self.blocks:
+            tokens = block(tokens, c, text, text_bias, rope, packing)
+        return tokens
 
     def forward_packed(
         self,

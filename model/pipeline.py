@@ -20,19 +20,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from model.conditions import Condition
 from model.depth import DepthEstimator
+from model.generation_groups import GenerationGroups
 from model.geometry import latent_shape
 from model.lora import adapter_folder, load_lora
 from model.mfm import MfM
+from model.parallelize import apply_compile, apply_ulysses
 from model.release import is_release_folder, load_transformer
 from model.release_inputs import CROP_TYPES, FramedInputs, assemble_output, frame_inputs
-from model.sampling import Conditioning, make_scheduler, sample
+from model.sampling import CfgSplit, Conditioning, make_scheduler, sample
+from model.step_cache import FirstBlockCache, apply_step_cache
 from model.task_inputs import DEFAULT_FRAMES, DEFAULT_VIDEO_SIZE, condition_from_files, depth_on_given_frames
 from model.tasks import Task, get_task, make_prompt
-from model.text_encoder import TextEncoder
+from model.text_encoder import MAX_LENGTH, TextEncoder
 from model.vae import MFM_SCALING_FACTOR, VideoVAE
 
 VIDEO_MOTION_SCORE = 5.0
@@ -123,6 +127,8 @@ class MfMPipeline:
         self.scheduler = scheduler
         self.released = released
         self.checkpoint, self.variant, self.lora, self.lora_scale = checkpoint, variant, lora, lora_scale
+        self.groups: GenerationGroups | None = None  # set by `parallelize`
+        self.step_cache: FirstBlockCache | None = None  # set by `enable_step_cache`
 
     @classmethod
     def from_pretrained(
@@ -177,6 +183,30 @@ class MfMPipeline:
         vae_model = VideoVAE.from_pretrained(paths["vae"], tiling=True, scaling_factor=scale).to(device)
         return cls(model, vae_model, encoder, depth, scheduler, released, str(ckpt), variant,
                    None if lora is None else str(lora), lora_scale)
+
+    def parallelize(self, groups: GenerationGroups | None, compile: bool = False) -> None:
+        """Sample over `groups`' ranks: Ulysses over its SP group (the trainer's wrapping), the CFG branches on
+        two ranks when `groups.cfg` is 2; `compile`: torch.compile each block."""
+        if groups is not None and groups.sp > 1:
+            heads = self.transformer.config.num_heads
+            if heads % groups.sp:
+                raise ValueError(f"sequence-parallel size {groups.sp} must divide the {heads} attention heads")
+            apply_ulysses(self.transformer, groups.sp_group)
+        if compile:
+            apply_compile(self.transformer)
+        self.groups = groups
+
+    def enable_step_cache(self, threshold: float) -> FirstBlockCache:
+        """Reuse the blocks' work between steps while the first block's residual changes less than
+        `threshold` (`model.step_cache`); its counters say how many steps were computed."""
+        group = self.groups.sample_group if self.groups else None
+        self.step_cache = apply_step_cache(self.transformer, threshold, group)
+        return self.step_cache
+
+    @property
+    def is_leader(self) -> bool:
+        """True on the rank that prepares inputs and writes outputs (always, on one process)."""
+        return self.groups is None or self.groups.is_leader
 
     @property
     def device(self) -> torch.device:
@@ -266,6 +296,8 @@ class MfMPipeline:
         `seed` (the same sample on any device); the negative CFG branch is the release's: the negative prompt,
         the same pixels and mask, depth zeroed."""
         options = options or SamplingOptions()
+        if self.groups is not None:
+            cond = self._share_condition(cond)
         task = get_task(cond.task)
         device, dtype = self.device, next(self.transformer.parameters()).dtype
         _, t, h, w = cond.pixels.shape
@@ -274,7 +306,7 @@ class MfMPipeline:
         if guidance is None:
             guidance = defaults.colorization_guidance if task.condition == "grayscale" else defaults.guidance
         negative_prompt = negative_prompt_for(task) if options.negative_prompt is None else options.negative_prompt
-        text, keep = self.text_encoder.encode([cond.prompt, negative_prompt])  # (2, 77, D), (2, 77)
+        text, keep = self._encode_text([cond.prompt, negative_prompt])  # (2, 77, D), (2, 77)
         motion = options.motion_score
         if motion is None:
             motion = VIDEO_MOTION_SCORE if task.is_video else IMAGE_MOTION_SCORE
@@ -286,11 +318,50 @@ class MfMPipeline:
         shape = (1, *latent_shape(t, h, w, self.vae.latent_channels))  # (1, C, t, h/8, w/8)
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
         steps = options.steps or defaults.steps
-        return sample(self.transformer, noise, positive, negative, guidance, steps, self.scheduler, progress)
+        cfg_split = None
+        if self.groups is not None and self.groups.cfg == 2 and negative is not None:
+            cfg_split = CfgSplit(self.groups.cfg_branch, self.groups.cfg_group)
+        if self.step_cache is not None:
+            self.step_cache.reset()
+        return sample(self.transformer, noise, positive, negative, guidance, steps, self.scheduler,
+                      progress and self.is_leader, cfg_split)
 
-    def sample(self, cond: Condition, seed: int, options: SamplingOptions | None = None) -> torch.Tensor:
-        """One sample for `cond` (depth as given) -> decoded frames (3, T, H, W) in [-1, 1], float32, CPU."""
-        return self.vae.decode(self.sample_latents(cond, seed, options).float())[0].cpu()
+    def sample(self, cond: Condition | None, seed: int, options: SamplingOptions | None = None) -> torch.Tensor | None:
+        """One sample for `cond` (depth as given) -> decoded frames (3, T, H, W) in [-1, 1], float32, CPU. Over
+        several ranks every rank of the sample group calls it, the leader with `cond` (the others may pass
+        None), and only the leader decodes and gets the frames (None elsewhere)."""
+        latents = self.sample_latents(cond, seed, options)
+        return self.vae.decode(latents.float())[0].cpu() if self.is_leader else None
+
+    # --- over several ranks: the leader's inputs and text states, shared with its sample group ---
+
+    def _share_condition(self, cond: Condition | None) -> Condition:
+        groups = self.groups
+        if groups.sample_group is None:
+            return cond
+        meta = [None if cond is None else (cond.task, cond.prompt, tuple(cond.pixels.shape))]
+        dist.broadcast_object_list(meta, src=groups.leader, group=groups.sample_group)
+        task, prompt, (c, t, h, w) = meta[0]
+        if not groups.is_leader:
+            cond = Condition(task, torch.empty(c, t, h, w), torch.empty(1, t, h, w), torch.empty(1, t, h, w), prompt)
+        return replace(cond, **{name: self._broadcast(getattr(cond, name)) for name in ("pixels", "depth", "mask")})
+
+    def _encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """T5 once per sample group (on its leader), the states broadcast to the others."""
+        if self.groups is None or self.groups.sample_group is None:
+            return self.text_encoder.encode(prompts)
+        if self.groups.is_leader:
+            text, keep = self.text_encoder.encode(prompts)
+        else:
+            text = torch.empty(len(prompts), MAX_LENGTH, self.text_encoder.dim, device=self.device)
+            keep = torch.empty(len(prompts), MAX_LENGTH, dtype=torch.bool, device=self.device)
+        return self._broadcast(text), self._broadcast(keep.to(torch.uint8)).bool()
+
+    def _broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` from the sample group's leader (through this rank's device, for NCCL)."""
+        on_device = tensor.to(self.device).contiguous()
+        dist.broadcast(on_device, src=self.groups.leader, group=self.groups.sample_group)
+        return on_device.to(tensor.device)
 
     def __call__(
         self,
@@ -302,10 +373,14 @@ class MfMPipeline:
         seed: int = 0,
         options: SamplingOptions | None = None,
         **prepare_kwargs,
-    ) -> PipelineOutput:
-        """Prepare `task`'s inputs (see `prepare` for the keyword arguments), sample, assemble the output."""
-        cond, framed = self.prepare(task, prompt, inputs, mask, **prepare_kwargs)
+    ) -> PipelineOutput | None:
+        """Prepare `task`'s inputs (see `prepare` for the keyword arguments), sample, assemble the output. Over
+        several ranks (`parallelize`) every rank of a sample group calls it with the same arguments; the leader
+        reads the inputs and gets the output, the others None."""
+        cond, framed = self.prepare(task, prompt, inputs, mask, **prepare_kwargs) if self.is_leader else (None, None)
         latents = self.sample_latents(cond, seed, options)
+        if not self.is_leader:
+            return None
         video = assemble_output(self.vae.decode(latents.float())[0].cpu(), framed)  # (3, T, H, W)
         return PipelineOutput(unit_frames(video), latents.float().cpu(), self.defaults.fps)
 

@@ -9,8 +9,8 @@ from test_model import TINY, random_inputs, randomized
 
 from model.math import rope_3d
 from model.mfm import MfM
+from model.parallelize import apply_compile
 from trainer.activation_checkpointing import apply_activation_checkpointing, checkpoint_block, checkpointing_mode
-from trainer.parallel import apply_compile
 
 # fp32 tolerances: recomputation replays the same ops (bitwise equal up to the kernel's own determinism);
 # inductor fuses and reorders the elementwise ops and reductions, which moves results by a few ulps.

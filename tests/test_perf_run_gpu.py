@@ -21,6 +21,8 @@ def test_run_gpu_dry_run_prints_the_commands_it_would_run():
     assert [s.split("--phases ")[1].split(" --")[0] for s in steps] == ["128px 360px", "720px"]
     assert all("--roofline" in s and "--append" in s and s.startswith("timeout ") for s in steps)
     assert "--layers" not in steps[0] and "--layers 8" in steps[1]  # full depth at 128/360px
+    latency = [c for c in commands if "benchmark/perf/sample_latency.py" in c]
+    assert len(latency) == 2 and all("--size 2b" in c and "--append" in c for c in latency)
     assert (results.read_text() if results.exists() else None) == before  # nothing ran
 
 
@@ -29,6 +31,14 @@ def test_the_gpu_benchmark_imports_without_what_the_device_lacks():
     Lance, Ray, PyAV and decord are not there: the benchmark must not import them."""
     absent = ["lance", "ray", "av", "decord"]
     code = (f"import sys; sys.modules.update(dict.fromkeys({absent!r})); "
-            "import benchmark.perf.train_step, benchmark.perf.roofline")  # fmt: skip
+            "import benchmark.perf.train_step, benchmark.perf.roofline, benchmark.perf.sample_latency")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_sample_latency_runs_at_a_tiny_size_on_the_cpu():
+    cmd = [sys.executable, "benchmark/perf/sample_latency.py", "--size", "tiny", "--frames", "9", "--height", "32",
+           "--width", "48", "--steps", "2"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tiny sample 9x32x48 (18 tokens, CFG, eager, 1 rank: sp=1):" in proc.stdout and "s/step" in proc.stdout

@@ -214,9 +214,9 @@ def add_scale_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-parallel", action="store_true",
                    help="under torchrun: the conditional and unconditional CFG branches on two ranks")
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
-    p.add_argument("--cache-threshold", type=float, default=0.0,
+    p.add_argument("--cache-threshold", type=float,
                    help="step caching: reuse the blocks' work while the first block's residual changes less "
-                   "than this (relative L1; 0 = off, e.g. 0.05-0.1)")
+                   "than this (relative L1, e.g. 0.05-0.1; 0 computes every step, as without it; default off)")
 
 
 def load_scaled_pipeline(args: argparse.Namespace) -> MfMPipeline:
@@ -237,7 +237,7 @@ def load_scaled_pipeline(args: argparse.Namespace) -> MfMPipeline:
                                        getattr(args, "lora_scale", 1.0))
     if groups is not None or args.compile:
         pipe.parallelize(groups, args.compile)
-    if args.cache_threshold:
+    if args.cache_threshold is not None:
         pipe.enable_step_cache(args.cache_threshold)
     if groups is not None and groups.rank == 0:
         print(f"sampling on {groups.describe()}")

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from benchmark.build import Selection, build_benchmark
 from benchmark.cli import main as benchmark_main
+from benchmark.evaluate import steps_computed
 from mfm.synthetic import write_image
 from model.generation_groups import init_generation_groups
 from model.pipeline import MfMPipeline, SamplingOptions
@@ -99,13 +100,15 @@ def test_two_rank_benchmark_run_writes_the_files_of_a_one_rank_run(pipe_dir, tmp
                     log=lambda _: None)
     run = ["run", "--checkpoint", str(pipe_dir), "--bench", bench, "--steps", "2", "--tasks", "i2v,vinp,t2i,sisr"]
     for name, world in (("one", 1), ("two", 2)):  # launched alike: one thread per rank
-        argv = [*run, "--out", str(tmp_path / name), "--sp", "1"]
+        argv = [*run, "--out", str(tmp_path / name), "--sp", "1", *(["--cache-threshold", "0"] if world == 2 else [])]
         torch.multiprocessing.spawn(_benchmark_worker, args=(_free_port(), argv, world), nprocs=world, join=True)
     files = {p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*-000.*")}
     assert len(files) == 4
     assert files == {p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*-000.*")}
-    for f in files:  # dp = 2: each sample made by one rank, exactly as one process makes it
+    for f in files:  # dp = 2: each sample made by one rank, exactly as one process makes it (the step cache at 0 too)
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    assert steps_computed(tmp_path / "two") == {"i2v": "2/2", "sisr": "2/2", "t2i": "2/2", "vinp": "2/2"}
+    assert steps_computed(tmp_path / "one") == {}  # no step cache, no record
 
 
 def test_step_cache_at_threshold_zero_is_the_uncached_model_and_a_positive_one_skips_steps(pipe_dir, image):

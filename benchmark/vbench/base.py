@@ -82,6 +82,12 @@ def unpad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
 
 
+def device_of(net: object) -> torch.device:
+    """Where a network's parameters live (the CPU for a callable without any)."""
+    params = net.parameters() if isinstance(net, torch.nn.Module) else iter(())
+    return next((p.device for p in params), torch.device("cpu"))
+
+
 def weight_path(paths: dict[str, Path], key: str, dimension: str) -> Path:
     """paths[key], or a ValueError naming the dimension and the missing --metric-weights key."""
     if key not in paths:

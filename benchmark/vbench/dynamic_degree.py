@@ -13,9 +13,8 @@ cannot score) are upscaled by the integer factor s that reaches 128 and the flow
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from benchmark.vbench.base import Dimension, VideoScore, weight_path
+from benchmark.vbench.base import Dimension, VideoScore, device_of, weight_path
 
 LONGER_SIDE = 512
 TINY_ARCH = "tiny_iqa"
@@ -104,7 +104,7 @@ class ImagingQuality(Dimension):
 
     @torch.no_grad()
     def score(self, video: torch.Tensor, fps: float) -> VideoScore:
-        device = next(self.net.parameters()).device if isinstance(self.net, nn.Module) else "cpu"
+        device = device_of(self.net)
         frames = resize_longer(video)  # (T, 3, h, w)
         scores = [float(self.net(frame[None].to(device))) for frame in frames]  # MUSIQ, one frame at a time
         return VideoScore(sum(scores) / len(scores) / 100.0)

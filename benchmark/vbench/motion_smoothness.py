@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from benchmark.vbench.base import Dimension, VideoScore, pad_to_multiple, unpad, weight_path
+from benchmark.vbench.base import Dimension, VideoScore, device_of, pad_to_multiple, unpad, weight_path
 from benchmark.vbench.interpolation import FrameInterpolator, load_interpolator
 
 
 @torch.no_grad()
 def interpolate_odd_frames(video: torch.Tensor, interpolator: FrameInterpolator, batch: int = 8) -> torch.Tensor:
     """uint8 (T, 3, H, W), T >= 3 -> the interpolated frames 1, 3, ... as uint8 (ceil(T / 2) - 1, 3, H, W)."""
-    device = next(iter(interpolator.parameters())).device if isinstance(interpolator, torch.nn.Module) else "cpu"
+    device = device_of(interpolator)
     kept = video[0::2].float() / 255.0  # (K, 3, H, W)
     padded, pad = pad_to_multiple(kept, interpolator.divisor)
     mids = [interpolator(a.to(device), b.to(device)).float().cpu()

@@ -197,3 +197,14 @@ def test_bad_requests_name_the_dimension_and_the_file(weights, tmp_path):
     with pytest.raises(ValueError, match="expected KEY=PATH"):
         vbench.parse_weights(["dino"])
     assert vbench.check_request(["vbench"], dict(weights)) == list(vbench.DIMENSIONS)
+
+
+def test_eval_names_a_missing_weight_file_before_any_work(tmp_path, capsys):
+    from benchmark.cli import main as benchmark_main
+
+    rc = benchmark_main(["eval", "--bench", str(tmp_path / "no.lance"), "--outputs", str(tmp_path), "--out",
+                         str(tmp_path / "r"), "--inception-weights", "x", "--lpips-weights", "y",
+                         "--metrics", "dynamic_degree", "--metric-weights", f"raft={tmp_path / 'raft.pth'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "dynamic_degree: weights raft=" in err and "raft.pth: no such file" in err
+    assert not (tmp_path / "r").exists()

@@ -6,7 +6,15 @@
 Per task: FID between the outputs' and the ground truths' frames (one set per task), PSNR, SSIM and LPIPS
 per frame averaged over frames then samples, and the no-reference temporal figures of the outputs
 (motion smoothness, frame-to-frame consistency; videos only). The ground truth gets a row of its own
-temporal figures for reference. Reference metrics compare with the source clip: for T2V/T2I that is the
+temporal figures for reference. `--metrics` adds VBench's no-prompt dimensions (`benchmark/vbench`), each
+from local weights named by `--metric-weights KEY=PATH`, for the tasks the paper reports them for
+(`--metric-tasks`, default T2V, I2V, VINP, VOUTP, FLF2V, VCOLOR), the ground truth's beside them:
+
+    --metrics vbench --metric-weights dino=dino-vitb16/ clip_b32=clip-vit-base-patch32/
+        clip_l14=clip-vit-large-patch14/ laion_head=sa_0_4_vit_l_14_linear.pth raft=raft_large_C_T_V1.pth
+        interpolator=INTERPOLATOR.safetensors musiq=musiq_spaq_ckpt-358bb6af.pth
+
+Reference metrics compare with the source clip: for T2V/T2I that is the
 clip whose caption was the prompt, for VEDIT/IEDIT the unedited source.
 
 Writes to OUT: results.md and results.csv (the table), per_sample.csv, results.json (also the checkpoint's
@@ -30,7 +38,7 @@ import lance
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from benchmark import metrics
+from benchmark import metrics, vbench
 from benchmark.run import RUN_RECORD, STEPS_RECORD, output_path
 from benchmark.table import Sample, check_benchmark_schema, read_sample_media, read_samples
 from model.task_inputs import read_media_file
@@ -51,6 +59,10 @@ NOTE = (
     "then samples. Motion: motion smoothness, 1 - mean |f_t - (f_t-1 + f_t+1)/2|. Consist.: 1 - mean LPIPS of "
     "consecutive frames. Grey rows: the ground truth's own temporal figures. n: samples scored / in the table."
 )
+VBENCH_NOTE = (
+    " VBench columns (benchmark/vbench, as VBench defines them, on the uint8 frames; higher is better, 0-1): "
+    "{names}; for tasks {tasks}."
+)
 STRIP_FRAMES = 6
 STRIP_HEIGHT = 96
 
@@ -62,6 +74,7 @@ class TaskScores:
     gen_features: list[torch.Tensor] = field(default_factory=list)
     gt_features: list[torch.Tensor] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
+    dims: dict[str, list[vbench.VideoScore]] = field(default_factory=dict)  # "name" / "gt_name" -> per video
 
 
 def _frames01(video: torch.Tensor) -> torch.Tensor:
@@ -90,7 +103,32 @@ def score_sample(nets: dict, gen: torch.Tensor, gt: torch.Tensor) -> dict[str, f
 
 
 def _sha(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """sha256 of a file, or of a folder's files in name order (a transformers model folder)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def score_dimensions(dims: dict[str, vbench.Dimension], gen: torch.Tensor, gt: torch.Tensor, fps: float,
+                     scores: TaskScores) -> dict[str, float]:
+    """Each VBench dimension on the output and the ground truth, both (T, 3, H, W) in [0, 1]; appends the
+    per-video scores to `scores.dims` and returns {name: value, gt_name: value}."""
+    out = {}
+    for prefix, video in (("", gen), ("gt_", gt)):
+        frames = vbench.to_uint8(video)  # (T, 3, H, W) uint8, as VBench reads a video file
+        for name, dim in dims.items():
+            result = dim(frames, fps)
+            scores.dims.setdefault(prefix + name, []).append(result)
+            out[prefix + name] = result.value
+    return out
+
+
+def table_columns(dimensions: list[str]) -> list[tuple[str, str, str]]:
+    """The report's columns: COLUMNS, then one per VBench dimension asked for."""
+    return COLUMNS + [(name, vbench.DIMENSIONS[name].header, "{:.4f}") for name in dimensions]
 
 
 # --- frame strips ---
@@ -139,9 +177,23 @@ def evaluate(
     method: str | None = None,
     device: str = "cpu",
     log=print,
+    dimensions: list[str] = (),
+    dimension_weights: dict[str, Path] | None = None,
+    dimension_tasks: list[str] | None = None,
 ) -> dict:
-    """Score every sample that has an output; write the tables and the report; return the results."""
+    """Score every sample that has an output; write the tables and the report; return the results.
+
+    `dimensions`: VBench dimension names (or "vbench" for all) with their `dimension_weights` keys; they run
+    on `dimension_tasks` (default `vbench.PAPER_TASKS`; "all": every task)."""
     outputs, out_dir = Path(outputs), Path(out_dir)
+    dimension_weights = dimension_weights or {}
+    dimensions = vbench.check_request(list(dimensions), dimension_weights)  # before any work
+    dimension_tasks = list(vbench.PAPER_TASKS if dimension_tasks is None else dimension_tasks)
+    if "all" in dimension_tasks:
+        dimension_tasks = list(TASKS)
+    unknown_tasks = sorted(set(dimension_tasks) - set(TASKS))
+    if unknown_tasks:
+        raise ValueError(f"--metric-tasks {unknown_tasks}: not a registered task; choose from {[*TASKS, 'all']}")
     record_path = outputs / RUN_RECORD
     if not record_path.exists():
         raise FileNotFoundError(f"{outputs}: no {RUN_RECORD}; point --outputs at a `mfm benchmark run --out` folder")
@@ -151,6 +203,8 @@ def evaluate(
     method = method or Path(run["checkpoint"]).name
     nets = {"inception": metrics.load_inception(inception_weights, device),
             "lpips": metrics.load_lpips(lpips_weights, device)}
+    dims = vbench.load_dimensions(dimensions, dimension_weights, device) if dimensions else {}
+    columns = table_columns(dimensions)
     (out_dir / "strips").mkdir(parents=True, exist_ok=True)
 
     per_task = {task_id: TaskScores() for task_id in TASKS}
@@ -175,7 +229,10 @@ def evaluate(
         picks = fid_frame_indices(gt.shape[1], fid_frames)
         scores.gen_features.append(metrics.inception_features(nets["inception"], gen01[picks]))
         scores.gt_features.append(metrics.inception_features(nets["inception"], gt01[picks]))
-        scores.rows.append({"sample_id": sample.sample_id, "task": sample.task, **score_sample(nets, gen01, gt01)})
+        row = {"sample_id": sample.sample_id, "task": sample.task, **score_sample(nets, gen01, gt01)}
+        if sample.task in dimension_tasks:
+            row |= score_dimensions(dims, gen01, gt01, sample.fps, scores)
+        scores.rows.append(row)
         if len(strips[sample.task]) < strips_per_task:
             given = read_sample_media(ds, sample, "input")
             image = frame_strip(sample, {"input": given, "output": gen, "ground truth": gt})
@@ -192,10 +249,14 @@ def evaluate(
             continue
         fid = metrics.frechet_distance(torch.cat(scores.gt_features), torch.cat(scores.gen_features))
         mean = {k: metrics.nanmean([r[k] for r in scores.rows]) for k, *_ in COLUMNS if k != "fid"}
-        table.append({"task": task_id, "method": method, "n": f"{len(scores.rows)}/{n_total}", "fid": fid, **mean})
-        if TASKS[task_id].is_video:
-            gt_row = {k: float("nan") for k, *_ in COLUMNS}
-            gt_row |= {k: metrics.nanmean([r[f"gt_{k}"] for r in scores.rows]) for k in ("motion", "consistency")}
+        pooled = {name: vbench.pool(scores.dims.get(name, [])) for name in dimensions}
+        table.append({"task": task_id, "method": method, "n": f"{len(scores.rows)}/{n_total}", "fid": fid, **mean,
+                      **pooled})
+        if TASKS[task_id].is_video or scores.dims:
+            gt_row = {k: float("nan") for k, *_ in columns}
+            if TASKS[task_id].is_video:
+                gt_row |= {k: metrics.nanmean([r[f"gt_{k}"] for r in scores.rows]) for k in ("motion", "consistency")}
+            gt_row |= {name: vbench.pool(scores.dims.get(f"gt_{name}", [])) for name in dimensions}
             table.append({"task": task_id, "method": "ground truth", "n": f"{len(scores.rows)}/{n_total}", **gt_row})
 
     results = {
@@ -204,6 +265,8 @@ def evaluate(
         "steps_computed": steps_computed(outputs),
         "feature_weights": {"inception": {"path": str(inception_weights), "sha256": _sha(inception_weights)},
                             "lpips": {"path": str(lpips_weights), "sha256": _sha(lpips_weights)}},
+        "vbench": {"dimensions": dimensions, "tasks": [t for t in dimension_tasks if t in TASKS],
+                   "weights": {k: {"path": str(p), "sha256": _sha(p)} for k, p in dimension_weights.items()}},
         "fid_frames_per_video": fid_frames, "missing": missing, "table": table,
         "per_sample": [r for s in per_task.values() for r in s.rows],
     }  # fmt: skip
@@ -221,15 +284,15 @@ def _fmt(value: float, spec: str) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else spec.format(value)
 
 
-def markdown_table(table: list[dict]) -> str:
+def markdown_table(table: list[dict], columns: list[tuple[str, str, str]] = COLUMNS) -> str:
     """Table 6's layout: Task | Method | reference metrics | no-reference metrics | n."""
-    head = ["Task", "Method", *(h for _, h, _ in COLUMNS), "n"]
+    head = ["Task", "Method", *(h for _, h, _ in columns), "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     previous = None
     for row in table:
         task = row["task"].upper() if row["task"] != previous else ""
         previous = row["task"]
-        cells = [task, row["method"], *(_fmt(row[k], spec) for k, _, spec in COLUMNS), row["n"]]
+        cells = [task, row["method"], *(_fmt(row[k], spec) for k, _, spec in columns), row["n"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -260,34 +323,52 @@ def _header(results: dict) -> list[str]:
         "feature networks: " + ", ".join(f"{k} {v['path']} (sha256 {v['sha256']})"
                                          for k, v in results["feature_weights"].items()),
         f"FID frames per video: {results['fid_frames_per_video'] or 'all'}; missing outputs: {len(results['missing'])}",
+        *([f"VBench dimensions: {', '.join(vb['dimensions'])} on {', '.join(vb['tasks'])}; weights: "
+           + ", ".join(f"{k} {v['path']} (sha256 {v['sha256']})" for k, v in vb["weights"].items())]
+          if (vb := results.get("vbench", {})).get("dimensions") else []),
     ]
+
+
+def _dimensions(results: dict) -> list[str]:
+    return results.get("vbench", {}).get("dimensions", [])
+
+
+def _note(results: dict) -> str:
+    names = _dimensions(results)
+    if not names:
+        return NOTE
+    tasks = ", ".join(t.upper() for t in results["vbench"]["tasks"])
+    return NOTE + VBENCH_NOTE.format(names=", ".join(names), tasks=tasks)
 
 
 def write_reports(results: dict, strips: dict[str, list[tuple[str, str, str]]], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = ["task", "method", "n", *(k for k, *_ in COLUMNS)]
+    columns = table_columns(_dimensions(results))
+    keys = ["task", "method", "n", *(k for k, *_ in columns)]
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows({k: row[k] for k in keys} for row in results["table"])
     if results["per_sample"]:
         with open(out_dir / "per_sample.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(results["per_sample"][0]))
+            names = list(dict.fromkeys(k for row in results["per_sample"] for k in row))  # VBench keys: some tasks
+            writer = csv.DictWriter(f, fieldnames=names, restval="")
             writer.writeheader()
             writer.writerows(results["per_sample"])
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     md = ["# MfM-Benchmark results", "", *(f"- {line}" for line in _header(results)), "",
-          markdown_table(results["table"]), "", NOTE, ""]
+          markdown_table(results["table"], columns), "", _note(results), ""]
     (out_dir / "results.md").write_text("\n".join(md))
     (out_dir / "report.html").write_text(html_report(results, strips))
 
 
 def html_report(results: dict, strips: dict[str, list[tuple[str, str, str]]]) -> str:
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in ["Task", "Method", *(h for _, h, _ in COLUMNS), "n"])
+    columns = table_columns(_dimensions(results))
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["Task", "Method", *(h for _, h, _ in columns), "n"])
     body = []
     for row in results["table"]:
-        cells = [row["task"].upper(), row["method"], *(_fmt(row[k], spec) for k, _, spec in COLUMNS), row["n"]]
+        cells = [row["task"].upper(), row["method"], *(_fmt(row[k], spec) for k, _, spec in columns), row["n"]]
         cls = ' class="ref"' if row["method"] == "ground truth" else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
     sections = []
@@ -316,7 +397,7 @@ ul {{ font-size: 13px; }}
 <h1>MfM-Benchmark report: {esc(results['method'])}</h1>
 <ul>{info}</ul>
 <table><tr>{head}</tr>{''.join(body)}</table>
-<p class=note>{esc(NOTE)}</p>
+<p class=note>{esc(_note(results))}</p>
 <h2>Input / output / ground truth per task</h2>
 {''.join(sections)}
 </body></html>
@@ -334,13 +415,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-frames", type=int, help="frames per video for FID, evenly spaced (default: all)")
     p.add_argument("--strips-per-task", type=int, default=1, help="samples per task shown in the report")
     p.add_argument("--method", help="name of the method in the tables (default: the checkpoint folder's name)")
+    p.add_argument("--metrics", nargs="+", default=[], metavar="NAME",
+                   help=f"VBench dimensions to add: {', '.join(vbench.DIMENSIONS)}, or {vbench.ALL} for all")
+    p.add_argument("--metric-weights", nargs="+", default=[], metavar="KEY=PATH",
+                   help="local weights of the --metrics dimensions (keys: dino, clip_b32, clip_l14, laion_head, "
+                        "raft, interpolator, musiq; see benchmark/vbench/__init__.py)")
+    p.add_argument("--metric-tasks", nargs="+", metavar="TASK",
+                   help=f"tasks the --metrics run on (default: the paper's, {' '.join(vbench.PAPER_TASKS)}; all)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         evaluate(args.bench, args.outputs, args.out, args.inception_weights, args.lpips_weights, args.fid_frames,
-                 args.strips_per_task, args.method, args.device)
+                 args.strips_per_task, args.method, args.device, dimensions=args.metrics,
+                 dimension_weights=vbench.parse_weights(args.metric_weights), dimension_tasks=args.metric_tasks)
     except (ValueError, FileNotFoundError) as e:
         print(f"mfm benchmark eval: {e}", file=sys.stderr)
         return 2

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import lance
 import pytest
 import torch
 from bench_fixtures import clip_row, moving_clips, tiny_pipeline, write_clips_table
 
+from benchmark import vbench
 from benchmark.build import Selection, build_benchmark
 from benchmark.cli import main as benchmark_main
 from benchmark.metrics import write_random_feature_weights
 from benchmark.table import params_from_json, read_sample_media, read_samples
+from benchmark.vbench.random_weights import write_random_vbench_weights
 from mfm.synthetic import moving_frames, write_video
 from model.conditions import benchmark_condition
 from model.tasks import TASKS, get_task
@@ -119,10 +122,14 @@ def test_run_resume_and_eval_give_a_row_per_task_and_the_report(curated, tmp_pat
     assert "holds outputs of another run (different sampling)" in capsys.readouterr().err
 
     weights = write_random_feature_weights(tmp_path / "features")
+    dims = [n for n in vbench.DIMENSIONS if n != "dynamic_degree"]  # RAFT on CPU is slow: test_vbench covers it
+    dim_weights = write_random_vbench_weights(tmp_path / "vbench")
+    keys = [f"{k}={dim_weights[k]}" for n in dims for k in vbench.DIMENSIONS[n].weights]
     report = tmp_path / "report"
     assert benchmark_main(["eval", "--bench", bench, "--outputs", str(tmp_path / "run"), "--out", str(report),
                            "--inception-weights", str(weights["inception"]), "--lpips-weights",
-                           str(weights["lpips"]), "--fid-frames", "2"]) == 0
+                           str(weights["lpips"]), "--fid-frames", "2", "--metrics", *dims,
+                           "--metric-weights", *keys]) == 0
     rows = list(csv.DictReader((report / "results.csv").read_text().splitlines()))
     ours = [r for r in rows if r["method"] == "pipe"]
     assert [r["task"] for r in ours] == list(TASKS)
@@ -137,6 +144,15 @@ def test_run_resume_and_eval_give_a_row_per_task_and_the_report(curated, tmp_pat
         strip = report / "strips" / f"{task.id}-000.png"
         assert strip.exists() and f'src="strips/{task.id}-000.png"' in html
     assert "| VINP | pipe |" in (report / "results.md").read_text()
+    # VBench columns for the paper's tasks, the ground truth's beside them, and "—" elsewhere
+    for r in rows:
+        paper = r["task"] in vbench.PAPER_TASKS
+        for name in dims:
+            assert (0 <= float(r[name]) <= 1) if paper else math.isnan(float(r[name])), (r["task"], r["method"], name)
+    assert {r["task"] for r in rows if r["method"] == "ground truth"} >= set(vbench.PAPER_TASKS)
+    for name in dims:
+        assert f"<th>{vbench.DIMENSIONS[name].header}</th>" in html
+    assert results["vbench"]["dimensions"] == dims and results["vbench"]["tasks"] == list(vbench.PAPER_TASKS)
 
 
 def test_eval_without_a_run_record_says_what_it_needs(bench, tmp_path, capsys):

@@ -1,17 +1,18 @@
 """Motion score: mean optical-flow magnitude (px/frame) over sampled frame pairs at a fixed analysis size.
 
-Two backends with one meaning: RAFT (torchvision `raft_small` / `raft_large`, weights from a local file,
+Two backends with one meaning: RAFT (`model.raft`: torchvision `raft_small` / `raft_large`, weights from a local file,
 as in the paper) and OpenCV Farneback (CPU, no weights). Rows record which one made the score.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-RAFT_VARIANTS = ("raft_small", "raft_large")
+from model.raft import RAFT_VARIANTS, load_raft, save_raft
+
+__all__ = ["RAFT_VARIANTS", "RaftMotion", "analysis_size", "farneback_motion", "load_raft", "pair_starts", "save_raft"]
 
 
 def pair_starts(start: int, end: int, n_pairs: int, gap: int) -> list[int]:
@@ -40,34 +41,6 @@ def farneback_motion(pairs: np.ndarray, gap: int = 1) -> float:
         flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # (H, W, 2)
         means.append(float(np.linalg.norm(flow, axis=-1).mean()))
     return float(np.mean(means)) / gap
-
-
-def load_raft(variant: str, weights: str | Path | None) -> Any:
-    """torchvision RAFT with weights from a local .safetensors / .pt state dict (None: random init)."""
-    import torch
-    from torchvision.models import optical_flow
-
-    if variant not in RAFT_VARIANTS:
-        raise ValueError(f"RAFT variant {variant!r} is not one of {RAFT_VARIANTS}")
-    model = getattr(optical_flow, variant)(weights=None, progress=False)
-    if weights is not None:
-        path = str(weights)
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    return model.eval()
-
-
-def save_raft(model: Any, path: str | Path) -> Path:
-    """Write a RAFT state dict as safetensors (e.g. a random-init one for tests)."""
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return Path(path)
 
 
 class RaftMotion:

@@ -1,0 +1,210 @@
+"""VBench dimensions (benchmark/vbench): known answers that do not depend on the weights.
+
+Tiny random-init networks from configs (`write_random_vbench_weights`); hand computations on fixed features,
+flows and interpolations through the dimensions' own seams (`features`, `pair_scores`, the interpolator)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark import vbench
+from benchmark.vbench.aesthetic import AestheticQuality
+from benchmark.vbench.base import VideoScore, pad_to_multiple, pool, to_uint8, unpad
+from benchmark.vbench.consistency import dino_pixels, first_and_previous_similarity
+from benchmark.vbench.dynamic_degree import DynamicDegree, is_dynamic, sample_interval, top_flow_magnitude
+from benchmark.vbench.flickering import TemporalFlickering
+from benchmark.vbench.imaging import ImagingQuality, resize_longer
+from benchmark.vbench.interpolation import TinyInterpolator, load_interpolator, save_interpolator
+from benchmark.vbench.motion_smoothness import MotionSmoothness, interpolate_odd_frames
+from benchmark.vbench.random_weights import write_random_vbench_weights
+from model.aesthetic import AestheticPredictor
+from model.raft import load_raft
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return write_random_vbench_weights(tmp_path_factory.mktemp("vbench_weights"))
+
+
+@pytest.fixture(scope="module")
+def dims(weights):
+    names = [n for n in vbench.DIMENSIONS if n != "dynamic_degree"]  # RAFT: its own tests below
+    return vbench.load_dimensions(names, {k: weights[k] for n in names for k in vbench.DIMENSIONS[n].weights})
+
+
+def random_video(t: int = 5, h: int = 24, w: int = 40, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (t, 3, h, w), generator=g, dtype=torch.uint8)
+
+
+def constant_frames(values: list[int], h: int = 16, w: int = 16) -> torch.Tensor:
+    """uint8 (T, 3, h, w), frame t filled with values[t]."""
+    return torch.tensor(values, dtype=torch.uint8)[:, None, None, None].expand(-1, 3, h, w).contiguous()
+
+
+# --- identical frames ---
+
+
+def test_identical_frames_score_one_on_the_consistency_dimensions_and_flickering(dims):
+    still = random_video(1).expand(6, -1, -1, -1).contiguous()
+    for name in ("subject_consistency", "background_consistency", "temporal_flickering"):
+        assert dims[name](still, 24.0).value == pytest.approx(1.0, abs=1e-6), name
+    moving = random_video(6)  # and random frames do not
+    for name in ("subject_consistency", "background_consistency", "temporal_flickering"):
+        assert dims[name](moving, 24.0).value < 0.9999, name
+
+
+def test_a_video_that_flickers_scores_low_on_flickering():
+    flicker = TemporalFlickering()
+    assert flicker(constant_frames([0, 255, 0, 255]), 8.0).value == 0.0  # black/white every frame
+    assert flicker(constant_frames([100, 151, 100]), 8.0).value == pytest.approx((255 - 51) / 255)
+    assert flicker(constant_frames([10, 20, 40]), 8.0).value == pytest.approx((255 - 15) / 255)  # mean of 10, 20
+    assert math.isnan(flicker(constant_frames([7]), 8.0).value)  # one frame: undefined
+
+
+# --- consistency: sampling and aggregation ---
+
+
+def test_consistency_is_the_mean_of_clamped_previous_and_first_similarities():
+    f = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-3.0, 0.0]])
+    # t=1: prev 0, first 0 -> 0; t=2: prev .7071, first .7071 -> .7071; t=3: prev -.7071 -> 0, first -1 -> 0
+    score = first_and_previous_similarity(f)
+    assert score.value == pytest.approx(math.sqrt(0.5) / 3) and score.weight == 3
+
+
+def test_subject_consistency_scores_every_frame_and_pools_by_frame_pairs(dims, monkeypatch):
+    dim = dims["subject_consistency"]
+    seen = []
+    fixed = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    monkeypatch.setattr(dim, "features", lambda video: seen.append(len(video)) or fixed[: len(video)])
+    score = dim(random_video(3), 24.0)
+    assert seen == [3] and score == VideoScore(pytest.approx((1.0 + 0.0) / 2), 2.0)  # (1 + 0) / 2 frames
+    # a task pools videos by frame pairs, VBench's sum / count: (0.5 * 2 + 1.0 * 4) / 6
+    assert pool([score, VideoScore(1.0, 4.0), VideoScore(float("nan"), 0.0)]) == pytest.approx(5 / 6)
+    assert dino_pixels(random_video(1, 32, 48)).shape == (1, 3, 224, 336)  # short side 224, no crop
+
+
+# --- motion smoothness ---
+
+
+def test_motion_smoothness_rebuilds_odd_frames_from_even_ones():
+    hold = TinyInterpolator()  # its residual starts at zero: linear blending
+    linear = MotionSmoothness(hold)
+    assert linear(constant_frames([0, 10, 20, 30, 40]), 8.0).value == 1.0  # blending is exact here
+
+    class First(torch.nn.Module):  # repeats the first frame; checks the padding it is given
+        divisor = 16
+
+        def forward(self, a, b):
+            assert a.shape[-2:] == (32, 48)
+            return a
+
+    video = constant_frames([0, 10, 20, 30, 40, 50], 20, 40)  # odd frames 10, 30 predicted 0, 20; 50 has none
+    assert MotionSmoothness(First())(video, 8.0).value == pytest.approx((255 - 10) / 255)
+    # predictions go to uint8 by truncating, as AMT's tensor2img: (0 + 3) / 2 = 1.5 -> 1
+    assert interpolate_odd_frames(constant_frames([0, 1, 3]), hold).unique().tolist() == [1]
+    assert math.isnan(linear(constant_frames([0, 1]), 8.0).value)  # two frames: one kept pair needs three
+
+
+def test_interpolator_round_trips_and_names_an_unknown_file(tmp_path):
+    model = TinyInterpolator(channels=4)
+    torch.nn.init.normal_(model.out.weight)
+    loaded = load_interpolator(save_interpolator(model, tmp_path / "i.safetensors"))
+    a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    assert torch.equal(loaded(a, b), model(a, b))
+    with pytest.raises(ValueError, match="amt-s.pth"):
+        load_interpolator(tmp_path / "amt-s.pth")
+
+
+def test_padding_splits_evenly_and_undoes():
+    x = torch.rand(2, 3, 20, 30)
+    padded, pad = pad_to_multiple(x, 16)
+    assert padded.shape == (2, 3, 32, 32) and pad == (1, 1, 6, 6) and torch.equal(unpad(padded, pad), x)
+
+
+# --- dynamic degree ---
+
+
+def test_dynamic_degree_samples_at_8_fps_and_applies_vbench_thresholds(monkeypatch):
+    assert [sample_interval(f) for f in (24, 16, 12, 20, 8, 4, 30)] == [3, 2, 2, 2, 1, 1, 4]  # Python's round
+    flow = torch.zeros(2, 10, 10)
+    flow[0, 0, :5], flow[1, 0, :5] = 3.0, 4.0  # the top 5% (5 of 100 pixels) have magnitude 5
+    flow[0, 5, 5] = 1.0
+    assert top_flow_magnitude(flow) == 5.0
+    # 16 frames need round(4) = 4 pairs above 6 * 256 / 256
+    assert not is_dynamic([7, 7, 7, 1], 256, 16) and is_dynamic([7, 7, 7, 7.5], 256, 16)
+    assert is_dynamic([0.1], 256, 2) and not is_dynamic([], 256, 2)  # round(0.5) = 0 pairs needed; no pair
+    dim = DynamicDegree(raft=None)
+    seen = []
+    monkeypatch.setattr(dim, "pair_scores", lambda frames: seen.append(frames[:, 0, 0, 0].tolist()) or [2.0, 0.0])
+    video = constant_frames(list(range(9)), 64, 80)  # 9 frames at 16 fps -> 0, 2, 4, 6, 8; threshold 1.5
+    assert dim(video, 16.0).value == 1.0 and seen == [[0, 2, 4, 6, 8]]  # needs round(1.25) = 1 pair
+
+
+def test_dynamic_degree_runs_a_real_tiny_raft_on_frames_below_its_minimum_size():
+    dim = DynamicDegree(load_raft("raft_small", None), flow_updates=1)
+    still = random_video(1, 16, 16).expand(3, -1, -1, -1).contiguous()  # upscaled to 128 for RAFT
+    scores = dim.pair_scores(still)
+    assert len(scores) == 2 and all(math.isfinite(s) and s >= 0 for s in scores)
+
+
+# --- aesthetic and imaging quality ---
+
+
+def test_aesthetic_quality_is_the_frame_mean_over_ten(weights):
+    dim = AestheticQuality(lambda frames: frames.float().mean(dim=(1, 2, 3)))  # a stand-in predictor
+    assert dim(constant_frames([20, 40, 90]), 8.0).value == pytest.approx(5.0)  # mean 50 / 10
+    real = AestheticQuality.load({"clip_l14": weights["clip_l14"], "laion_head": weights["laion_head"]})
+    frames = random_video(3)
+    assert real(frames, 8.0).value == pytest.approx(float(real.predictor(frames).mean()) / 10, rel=1e-6)
+    with pytest.raises(ValueError, match="takes 24-d embeddings"):
+        AestheticPredictor(weights["clip_b32"], weights["laion_head"])  # 16-d CLIP
+
+
+def test_imaging_quality_resizes_the_longer_side_to_512_and_divides_by_100():
+    assert resize_longer(torch.zeros(1, 3, 600, 1000, dtype=torch.uint8)).shape == (1, 3, 307, 512)
+    assert resize_longer(torch.zeros(1, 3, 300, 500, dtype=torch.uint8)).shape == (1, 3, 300, 500)
+    sizes = []
+
+    def brightness(frame):  # a stand-in MUSIQ: 100 * mean pixel
+        sizes.append(tuple(frame.shape))
+        return 100 * frame.mean()
+
+    dim = ImagingQuality(brightness)
+    assert dim(constant_frames([51, 102], 520, 16), 8.0).value == pytest.approx(0.3)  # (0.2 + 0.4) / 2
+    assert sizes == [(1, 3, 512, 15)] * 2  # int(512 / 520 * 16) = 15
+
+
+def test_to_uint8_rounds_like_the_video_writer():
+    assert to_uint8(torch.tensor([0.0, 0.5 / 255, 1.6 / 255, 1.2])).tolist() == [0, 0, 2, 255]
+
+
+# --- the request ---
+
+
+def test_bad_requests_name_the_dimension_and_the_file(weights, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"dynamic_degree: weights raft=.*nope.pth: no such file"):
+        vbench.check_request(["dynamic_degree"], {"raft": tmp_path / "nope.pth"})
+    with pytest.raises(ValueError, match="aesthetic_quality: needs --metric-weights laion_head=PATH"):
+        vbench.check_request(["aesthetic_quality"], {"clip_l14": weights["clip_l14"]})
+    with pytest.raises(ValueError, match="--metric-weights dino: no dimension asked for uses it"):
+        vbench.check_request(["temporal_flickering"], {"dino": weights["dino"]})
+    with pytest.raises(ValueError, match=r"--metrics \['sharpness'\]: not a dimension"):
+        vbench.check_request(["sharpness"], {})
+    with pytest.raises(ValueError, match="expected KEY=PATH"):
+        vbench.parse_weights(["dino"])
+    assert vbench.check_request(["vbench"], dict(weights)) == list(vbench.DIMENSIONS)
+
+
+def test_eval_names_a_missing_weight_file_before_any_work(tmp_path, capsys):
+    from benchmark.cli import main as benchmark_main
+
+    rc = benchmark_main(["eval", "--bench", str(tmp_path / "no.lance"), "--outputs", str(tmp_path), "--out",
+                         str(tmp_path / "r"), "--inception-weights", "x", "--lpips-weights", "y",
+                         "--metrics", "dynamic_degree", "--metric-weights", f"raft={tmp_path / 'raft.pth'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "dynamic_degree: weights raft=" in err and "raft.pth: no such file" in err
+    assert not (tmp_path / "r").exists()

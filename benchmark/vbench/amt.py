@@ -45,9 +45,10 @@ class AMTConfig:
 
     @classmethod
     def tiny(cls) -> AMTConfig:
-        """Same blocks and levels, a few channels each: for tests and the demo."""
-        return cls(channels=[4, 6, 8, 10], skip_channels=2, feat_dim=8, feat_widths=[8, 8, 8], hidden_dim=8,
-                   flow_dim=4, corr_dim=8, fc_dim=8)  # fmt: skip
+        """Same blocks, a few channels each and a 2-level correlation pyramid (frames from 32 pixels a side):
+        for tests and the demo."""
+        return cls(corr_levels=2, channels=[4, 6, 8, 10], skip_channels=2, feat_dim=8, feat_widths=[8, 8, 8],
+                   hidden_dim=8, flow_dim=4, corr_dim=8, fc_dim=8)  # fmt: skip
 
 
 # --- sampling helpers ---

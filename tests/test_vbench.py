@@ -12,12 +12,13 @@ import torch
 
 from benchmark import vbench
 from benchmark.vbench.aesthetic import AestheticQuality
+from benchmark.vbench.amt import AMTS, AMTConfig
 from benchmark.vbench.base import VideoScore, pad_to_multiple, pool, to_uint8, unpad
 from benchmark.vbench.consistency import dino_pixels, first_and_previous_similarity
 from benchmark.vbench.dynamic_degree import DynamicDegree, is_dynamic, sample_interval, top_flow_magnitude
 from benchmark.vbench.flickering import TemporalFlickering
 from benchmark.vbench.imaging import ImagingQuality, resize_longer
-from benchmark.vbench.interpolation import TinyInterpolator, load_interpolator, save_interpolator
+from benchmark.vbench.interpolation import TinyInterpolator, convert, load_interpolator, save_interpolator
 from benchmark.vbench.motion_smoothness import MotionSmoothness, interpolate_odd_frames
 from benchmark.vbench.random_weights import write_random_vbench_weights
 from model.aesthetic import AestheticPredictor
@@ -116,7 +117,135 @@ def test_interpolator_round_trips_and_names_an_unknown_file(tmp_path):
     a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     assert torch.equal(loaded(a, b), model(a, b))
     with pytest.raises(ValueError, match="amt-s.pth"):
-        load_interpolator(tmp_path / "amt-s.pth")
+        load_interpolator(tmp_path / "amt-s.bin")
+
+
+# --- AMT-S (benchmark/vbench/amt.py) ---
+
+
+def official_amt_s_shapes() -> dict[str, tuple[int, ...]]:
+    """amt-s.pth's state_dict keys and shapes, written out from VBench's networks/AMT-S.py and its blocks
+    (RAFT small encoder with output_dim 84 and parameter-free instance norms; IFRNet encoder / decoders with
+    channels [20, 32, 44, 56], skip 20; small update blocks hidden 76, flow 20, corr 64, fc 68, radius 3,
+    4 levels; 3 flows), independently of our module."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name, c_in, c_out, k):
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (c_out, c_in, k, k), (c_out,)
+
+    def conv_prelu(name, c_in, c_out):
+        conv(f"{name}.0", c_in, c_out, 3)
+        shapes[f"{name}.1.weight"] = (c_out,)
+
+    conv("feat_encoder.conv1", 3, 32, 7)
+    for i, (c_in, dim, stride) in enumerate([(32, 32, 1), (32, 64, 2), (64, 96, 2)], 1):
+        for j, block_in in enumerate([c_in, dim]):
+            name = f"feat_encoder.layer{i}.{j}"
+            conv(f"{name}.conv1", block_in, dim // 4, 1)
+            conv(f"{name}.conv2", dim // 4, dim // 4, 3)
+            conv(f"{name}.conv3", dim // 4, dim, 1)
+            if j == 0 and stride == 2:
+                conv(f"{name}.downsample.0", block_in, dim, 1)
+    conv("feat_encoder.conv2", 96, 84, 1)
+    for i, (c_in, ch) in enumerate([(3, 20), (20, 32), (32, 44), (44, 56)], 1):
+        conv_prelu(f"encoder.pyramid{i}.0", c_in, ch)
+        conv_prelu(f"encoder.pyramid{i}.1", ch, ch)
+    for name, c_in, width, c_out in [("decoder4", 113, 112, 48), ("decoder3", 136, 132, 36),
+                                     ("decoder2", 100, 96, 24), ("decoder1", 64, 60, 24)]:  # fmt: skip
+        conv_prelu(f"{name}.convblock.0", c_in, width)
+        for k, c in [(1, width), (2, 20), (3, width), (4, 20)]:
+            conv_prelu(f"{name}.convblock.1.conv{k}", c, c)
+        conv(f"{name}.convblock.1.conv5", width, width, 3)
+        shapes[f"{name}.convblock.1.prelu.weight"] = (width,)
+        shapes[f"{name}.convblock.2.weight"], shapes[f"{name}.convblock.2.bias"] = (width, c_out, 4, 4), (c_out,)
+    for name, cdim in [("update4", 44), ("update3", 32), ("update2", 20)]:
+        conv(f"{name}.convc1", 2 * 4 * 7 * 7, 64, 1)
+        conv(f"{name}.convf1", 4, 40, 7)
+        conv(f"{name}.convf2", 40, 20, 3)
+        conv(f"{name}.conv", 84, 68, 3)
+        for head, c_in, c_out in [("gru", 68 + 4 + cdim, 76), ("feat_head", 76, cdim), ("flow_head", 76, 4)]:
+            conv(f"{name}.{head}.0", c_in, 76, 3)
+            conv(f"{name}.{head}.2", 76, c_out, 3)
+    conv("comb_block.0", 9, 18, 3)
+    shapes["comb_block.1.weight"] = (18,)
+    conv("comb_block.2", 18, 3, 3)
+    return shapes
+
+
+def test_amt_s_has_the_official_checkpoint_keys_and_shapes():
+    with torch.device("meta"):
+        ours = {k: tuple(v.shape) for k, v in AMTS().state_dict().items()}
+    expected = official_amt_s_shapes()
+    assert sorted(set(ours) ^ set(expected)) == []  # no missing / unexpected keys
+    assert ours == expected
+    assert sum(math.prod(s) for s in ours.values()) == 2_990_543  # the paper's AMT-S: 3.0 M parameters
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convs gain nothing from threads, and on a busy 2-core runner two threads make them ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_amt(seed: int = 0) -> AMTS:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AMTS(AMTConfig.tiny()).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def test_amt_interpolates_frames_of_a_few_sizes(one_thread):
+    model = tiny_amt()
+    for h, w in [(32, 32), (48, 80)]:
+        a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
+        mid, alone = model(a, b), model(a[1:], b[1:])
+        assert mid.shape == (2, 3, h, w) and torch.isfinite(mid).all() and 0 <= mid.min() <= mid.max() <= 1
+        assert torch.allclose(mid[1:], alone, atol=1e-5)  # samples do not mix (instance norm, per-sample mean)
+    video = torch.randint(0, 256, (3, 3, 40, 52), dtype=torch.uint8)  # padded to 48 x 64, then unpadded
+    assert interpolate_odd_frames(video, model).shape == (1, 3, 40, 52)
+    with pytest.raises(ValueError, match="at least 32 pixels"):  # a 1-pixel coarsest level would give NaN
+        model(a[:1, :, :16], b[:1, :, :16])
+
+
+def test_amt_checkpoint_converts_and_loads_strictly(tmp_path, one_thread):
+    model = AMTS()  # AMT-S sizes, random init, stored as AMT's training checkpoints are
+    state = model.state_dict()
+    torch.save({"state_dict": state, "epoch": 300}, tmp_path / "amt-s.pth")
+    for loaded in (load_interpolator(tmp_path / "amt-s.pth"),
+                   load_interpolator(convert(tmp_path / "amt-s.pth", tmp_path / "amt-s.safetensors"))):  # fmt: skip
+        assert isinstance(loaded, AMTS) and loaded.state_dict().keys() == state.keys()
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+    torch.save({"state_dict": {k: v for k, v in state.items() if k != "comb_block.1.weight"}}, tmp_path / "x.pth")
+    with pytest.raises(RuntimeError, match="comb_block.1.weight"):  # strict: a missing key is named
+        load_interpolator(tmp_path / "x.pth")
+    tiny = tiny_amt()  # a tiny config travels in the safetensors metadata
+    again = load_interpolator(save_interpolator(tiny, tmp_path / "tiny.safetensors"))
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    assert again.cfg == tiny.cfg and torch.equal(again(a, b), tiny(a, b))
+
+
+def test_amt_motion_smoothness_on_static_videos(one_thread):
+    """Trained AMT-S reproduces static frames only approximately (random weights: about 0.78 at 128 x 128); what holds
+    for any weights: with the output heads zeroed the merge returns the frames' mean colour (a flat grey video
+    scores exactly 1), and with every flow layer zeroed too the warps are the identity up to float error
+    (at most one grey level after truncation)."""
+    model = tiny_amt()
+    for head in (model.decoder1.convblock[-1], model.comb_block[-1]):  # mask 0.5, no residual, no correction
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    for grey in (0, 37, 128, 255):
+        assert MotionSmoothness(model)(torch.full((5, 3, 32, 48), grey, dtype=torch.uint8), 8.0).value == 1.0
+    flow_layers = [model.decoder4.convblock[-1], model.decoder3.convblock[-1], model.decoder2.convblock[-1]]
+    for head in flow_layers + [u.flow_head[-1] for u in (model.update4, model.update3, model.update2)]:
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    frame = torch.randint(0, 256, (1, 3, 32, 48), dtype=torch.uint8)
+    static = frame.repeat(3, 1, 1, 1)
+    assert (interpolate_odd_frames(static, model).int() - frame.int()).abs().max() <= 1
+    assert MotionSmoothness(model)(static, 8.0).value >= 1 - 1 / 255
 
 
 def test_padding_splits_evenly_and_undoes():

@@ -6,7 +6,7 @@ pooled per task with `pool`. `check_request` validates names, --metric-weights k
     dimension               weights (--metric-weights KEY=PATH)         VBench's network
     subject_consistency     dino=DIR (transformers ViT)                 DINO ViT-B/16
     background_consistency  clip_b32=DIR (transformers CLIP vision)     CLIP ViT-B/32
-    motion_smoothness       interpolator=FILE (see interpolation.py)    AMT-S (not implemented here)
+    motion_smoothness       interpolator=FILE (see interpolation.py)    AMT-S (amt.py)
     dynamic_degree          raft=FILE (torchvision RAFT state dict)     RAFT raft-things
     aesthetic_quality       clip_l14=DIR, laion_head=FILE               CLIP ViT-L/14 + LAION linear head
     imaging_quality         musiq=FILE (pyiqa MUSIQ, or a TinyIqa)      MUSIQ-SPAQ

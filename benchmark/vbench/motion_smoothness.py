@@ -36,7 +36,7 @@ def vfi_score(video: torch.Tensor, predicted_odd: torch.Tensor) -> float:
 
 
 class MotionSmoothness(Dimension):
-    """VBench motion smoothness with a pluggable interpolator (`interpolation.py`; VBench's is AMT-S)."""
+    """VBench motion smoothness with a pluggable interpolator (`interpolation.py`; VBench's AMT-S is `amt.py`)."""
 
     name = "motion_smoothness"
     header = "Smooth.↑"

@@ -6,11 +6,14 @@ flows and interpolations through the dimensions' own seams (`features`, `pair_sc
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from benchmark import vbench
+from benchmark.vbench import musiq
 from benchmark.vbench.aesthetic import AestheticQuality
 from benchmark.vbench.amt import AMTS, AMTConfig
 from benchmark.vbench.base import VideoScore, pad_to_multiple, pool, to_uint8, unpad
@@ -305,6 +308,107 @@ def test_imaging_quality_resizes_the_longer_side_to_512_and_divides_by_100():
     dim = ImagingQuality(brightness)
     assert dim(constant_frames([51, 102], 520, 16), 8.0).value == pytest.approx(0.3)  # (0.2 + 0.4) / 2
     assert sizes == [(1, 3, 512, 15)] * 2  # int(512 / 520 * 16) = 15
+
+
+def test_imaging_quality_loads_our_musiq_from_the_weights_file(weights):
+    dim = ImagingQuality.load({"musiq": weights["musiq"]})
+    assert isinstance(dim.net, musiq.Musiq) and dim.net.cfg == musiq.PRESETS["tiny"]
+    frames = random_video(2)
+    expected = sum(float(dim.net(f[None].float() / 255)) for f in frames) / 2 / 100
+    assert dim(frames, 8.0).value == pytest.approx(expected, rel=1e-5)
+
+
+# --- MUSIQ (benchmark/vbench/musiq.py) ---
+
+
+def test_musiq_hash_positions_match_a_hand_computation():
+    # row i -> floor(i * G / rows), column j -> floor(j * G / cols), cell = row * G + column
+    assert musiq.hash_positions(10, 3, 7).tolist() == [r * 10 + c for r in (0, 3, 6) for c in (0, 1, 2, 4, 5, 7, 8)]
+    assert musiq.hash_positions(4, 1, 6).tolist() == [0, 0, 1, 2, 2, 3]  # more patches than cells: repeats
+    assert musiq.hash_positions(4, 4, 4).tolist() == list(range(16))
+
+
+def test_musiq_multiscale_patches_match_a_hand_computation():
+    cfg = replace(musiq.PRESETS["tiny"], patch_size=4, longer_sides=(12, 8), hash_grid=4)
+    image = torch.arange(30.0).reshape(1, 1, 3, 10).expand(1, 3, 3, 10) + torch.tensor([0.0, 100, 200])[:, None, None]
+    p = musiq.multiscale_patches(image, cfg)
+    # scale 0: longer side 8 -> 2 x 8, one row of 2 patches, padded to ceil(8/4)^2 = 4
+    # scale 1: longer side 12 -> round(3.6) x 12 = 4 x 12, 3 patches, padded to 9; scale 2: the original, 3 patches
+    assert p.pixels.shape == (1, 4 + 9 + 3, 3 * 16)
+    assert p.mask[0].tolist() == [True] * 2 + [False] * 2 + [True] * 3 + [False] * 6 + [True] * 3
+    assert p.scale[0].tolist() == [0, 0, 0, 0] + [1] * 3 + [0] * 6 + [2] * 3  # padding: scale 0, cell 0
+    assert p.position[0].tolist() == [0, 2, 0, 0] + [0, 1, 2] + [0] * 6 + [0, 1, 2]  # grid 4: cols 0,2 / 0,1,2
+    # original scale: TF SAME padding of 3 x 10 to 4 x 12 puts 0 rows on top, 1 below, 1 column each side
+    canvas = torch.zeros(3, 4, 12)
+    canvas[:, 0:3, 1:11] = image[0]
+    for j in range(3):
+        assert torch.equal(p.pixels[0, 13 + j], canvas[:, :, 4 * j : 4 * j + 4].reshape(-1))  # channel-major
+    # scale 0: the bicubic 2 x 8 image, padded 1 row on top and 1 below
+    small = torch.zeros(3, 4, 8)
+    small[:, 1:3] = F.interpolate(image, size=(2, 8), mode="bicubic", align_corners=False)[0]
+    for j in range(2):
+        assert torch.allclose(p.pixels[0, j], small[:, :, 4 * j : 4 * j + 4].reshape(-1))
+    assert not p.pixels[0, 2:4].any() and not p.pixels[0, 7:13].any()
+
+
+def pyiqa_musiq_koniq_shapes() -> dict[str, tuple[int, ...]]:
+    """pyiqa's MUSIQ() (musiq_arch.py; KonIQ / SPAQ checkpoints): BiT root 64 -> bottleneck 256 on 8 x 8 tokens,
+    a 14-layer ViT, width 384, MLP 1152, 10 x 10 hash grid, 3 scales, one output."""
+    shapes: dict[str, tuple[int, ...]] = {"conv_root.weight": (64, 3, 7, 7), "gn_root.weight": (64,),
+                                          "gn_root.bias": (64,)}  # fmt: skip
+    for name, cout, cin, k in [("1", 64, 64, 1), ("2", 64, 64, 3), ("3", 256, 64, 1), ("_proj", 256, 64, 1)]:
+        shapes[f"block1.conv{name}.weight"] = (cout, cin, k, k)
+        shapes[f"block1.gn{name}.weight"] = shapes[f"block1.gn{name}.bias"] = (cout,)
+    shapes |= {"embedding.weight": (384, 256 * 8 * 8), "embedding.bias": (384,), "head.weight": (1, 384),
+               "head.bias": (1,)}  # fmt: skip
+    enc = "transformer_encoder."
+    shapes |= {enc + "posembed_input.position_emb": (1, 100, 384), enc + "scaleembed_input.scale_emb": (3, 384),
+               enc + "cls": (1, 1, 384), enc + "encoder_norm.weight": (384,), enc + "encoder_norm.bias": (384,)}
+    for i in range(14):
+        b = f"{enc}transformer.encoderblock_{i}."
+        for norm in ("norm1", "norm2"):
+            shapes[b + norm + ".weight"] = shapes[b + norm + ".bias"] = (384,)
+        for proj in ("query", "key", "value", "out"):
+            shapes[f"{b}attention.{proj}.weight"], shapes[f"{b}attention.{proj}.bias"] = (384, 384), (384,)
+        shapes |= {b + "mlp.fc1.weight": (1152, 384), b + "mlp.fc1.bias": (1152,), b + "mlp.fc2.weight": (384, 1152),
+                   b + "mlp.fc2.bias": (384,)}  # fmt: skip
+    return shapes
+
+
+def test_musiq_default_state_dict_is_pyiqa_musiq_koniq():
+    with torch.device("meta"):
+        model = musiq.Musiq()
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == pyiqa_musiq_koniq_shapes()
+    assert sum(v.numel() for v in model.state_dict().values()) == 27_125_825  # ~104 MiB in float32, the .pth
+
+
+def test_tiny_musiq_gives_finite_scores_for_frames_of_any_shape():
+    model = musiq.tiny()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for h, w in [(24, 40), (40, 24), (5, 3), (1, 1)]:  # landscape, portrait, smaller than a patch
+            scores = model(torch.rand(1, 3, h, w, generator=g))
+            assert scores.shape == (1, 1) and torch.isfinite(scores).all()
+        frames = torch.rand(2, 3, 12, 20, generator=g)
+        p = musiq.multiscale_patches(musiq.normalize(frames), model.cfg)
+        assert torch.allclose(model.score_patches(p)[1], model(frames[1:])[0], atol=1e-4)  # a batch doesn't mix
+        padded = musiq.Patches(*(F.pad(t, (0, 0, 0, 5) if t.ndim == 3 else (0, 5)) for t in p))
+        assert torch.allclose(model.score_patches(padded), model.score_patches(p), atol=1e-4)  # padding is masked
+
+
+def test_musiq_converter_round_trips(tmp_path, capsys):
+    model = musiq.tiny(seed=3)
+    torch.save({"params": {"module." + k: v for k, v in model.state_dict().items()}}, tmp_path / "ckpt.pth")
+    assert musiq.main(["convert", str(tmp_path / "ckpt.pth"), str(tmp_path / "m.safetensors"), "--preset", "tiny"]) == 0
+    assert "preset tiny" in capsys.readouterr().out
+    back = musiq.load(tmp_path / "m.safetensors")  # the config comes from the file's metadata
+    assert back.cfg == model.cfg and not back.training
+    assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
+    frame = torch.rand(1, 3, 20, 12)
+    assert torch.equal(back(frame), model(frame))
+    with pytest.raises(ValueError, match=r"ckpt.pth does not fit .*missing \['transformer_encoder.*\(192\)"):
+        musiq.load(tmp_path / "ckpt.pth")  # no config in a .pth: the default's 14 blocks, the file has 2
 
 
 def test_to_uint8_rounds_like_the_video_writer():

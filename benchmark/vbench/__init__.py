@@ -9,7 +9,7 @@ pooled per task with `pool`. `check_request` validates names, --metric-weights k
     motion_smoothness       interpolator=FILE (see interpolation.py)    AMT-S (amt.py)
     dynamic_degree          raft=FILE (torchvision RAFT state dict)     RAFT raft-things
     aesthetic_quality       clip_l14=DIR, laion_head=FILE               CLIP ViT-L/14 + LAION linear head
-    imaging_quality         musiq=FILE (pyiqa MUSIQ, or a TinyIqa)      MUSIQ-SPAQ
+    imaging_quality         musiq=FILE (MUSIQ .pth or safetensors)      MUSIQ-SPAQ
     temporal_flickering     (none)                                      -
 """
 

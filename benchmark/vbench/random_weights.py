@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, ViTConfig, ViTModel
 
-from benchmark.vbench.imaging import TinyIqa, save_tiny_iqa
+from benchmark.vbench import musiq
 from benchmark.vbench.interpolation import TinyInterpolator, save_interpolator
 from model.raft import load_raft, save_raft
 
@@ -30,7 +30,7 @@ def write_random_vbench_weights(folder: str | Path, seed: int = 0) -> dict[str, 
     paths = {key: folder / name for key, name in [
         ("dino", "dino"), ("clip_b32", "clip_b32"), ("clip_l14", "clip_l14"),
         ("laion_head", "laion_head.safetensors"), ("raft", "raft_small.safetensors"),
-        ("interpolator", "interpolator.safetensors"), ("musiq", "tiny_iqa.safetensors")]}  # fmt: skip
+        ("interpolator", "interpolator.safetensors"), ("musiq", "musiq_tiny.safetensors")]}  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         ViTModel(ViTConfig(**TINY_VIT), add_pooling_layer=False).save_pretrained(paths["dino"])
@@ -44,5 +44,5 @@ def write_random_vbench_weights(folder: str | Path, seed: int = 0) -> dict[str, 
         interpolator = TinyInterpolator()
         torch.nn.init.normal_(interpolator.out.weight, std=0.01)  # not just linear blending
         save_interpolator(interpolator, paths["interpolator"])
-        save_tiny_iqa(TinyIqa(), paths["musiq"])
+        musiq.save(musiq.tiny(seed), paths["musiq"])
     return paths

@@ -7,6 +7,7 @@ disjoint from what is trained."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,9 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lance
 import pytest
 import torch
-from trainer_fixtures import env
+from trainer_fixtures import BROKEN_CLIP_ID, env
 
 pytestmark = pytest.mark.slow
 K, STEPS, LR = 4, 8, 1e-3  # 2 ranks train K steps; the resumes go on to STEPS
@@ -141,3 +143,84 @@ def test_weights_and_adam_moments_after_resharding_equal_the_saved_ones(base_run
     assert diffs["exp_avg_max_abs"] > 0 and diffs["exp_avg_sq_max_abs"] > 0  # trained: the moments are not zero
     assert diffs["fp32"] == diffs["exp_avg"] == diffs["exp_avg_sq"] == 0.0
     assert set(diffs["adam_step"]) == {float(K)}
+
+
+# ---- validation during training ---------------------------------------------------------------------------------
+
+
+def holdout(table: str) -> tuple[float, list[int]]:
+    """A share that holds out the good clips of lowest hash up to the second video (the table is tiny: a fixed
+    share could hold out none or most of it), and the indices of the held-out videos in the validation's order
+    (by clip_id; the broken clip does not decode and is left out)."""
+    rows = lance.dataset(table).to_table(columns=["clip_id", "media_type"], filter="passed").to_pylist()
+    frac = {r["clip_id"]: int.from_bytes(hashlib.blake2b(r["clip_id"].encode(), digest_size=8).digest(), "big") / 2**64
+            for r in rows}  # fmt: skip
+    good = sorted((r for r in rows if r["clip_id"] != BROKEN_CLIP_ID), key=lambda r: frac[r["clip_id"]])
+    videos = [i for i, r in enumerate(good) if r["media_type"] == "video"]
+    share = (frac[good[videos[1]]["clip_id"]] + frac[good[videos[1] + 1]["clip_id"]]) / 2
+    held = sorted(good[: videos[1] + 1], key=lambda r: r["clip_id"])
+    return share, [i for i, r in enumerate(held) if r["media_type"] == "video"]
+
+
+def test_held_out_split_is_disjoint_from_training_and_covers_every_row(curated):
+    from trainer.data import holdout_offsets, open_clips, trainable_offsets
+
+    ds, (share, _) = open_clips(curated.table, None, {}), holdout(curated.table)
+    every, train, held = (set(trainable_offsets(ds, None).tolist()), set(trainable_offsets(ds, None, share).tolist()),
+                          set(holdout_offsets(ds, None, share).tolist()))  # fmt: skip
+    assert train.isdisjoint(held) and train | held == every
+    assert len(held) >= 2 and len(train) == len(every) - len(held)
+
+
+def test_a_bad_validation_config_is_rejected_before_launch(tmp_path, capsys):
+    from trainer.train import main
+
+    base = ["--preset", "tiny", "--set", "data.table=x", "--set", "frozen.root=y", "--print-config"]
+    assert main([*base, "--set", "validation.every=2"]) == 2
+    assert "validation.every needs validation.holdout > 0" in capsys.readouterr().err
+    assert main([*base, "--set", "validation.t_values=[0.5,1.0]"]) == 2
+    assert "validation.t_values" in capsys.readouterr().err
+    bad = tmp_path / "samples.yaml"
+    bad.write_text("- {task: t2v, prompt: a cat}\n- {task: nosuchtask}\n")
+    assert main([*base, "--set", f"validation.samples={bad}"]) == 2
+    assert "entry 1" in capsys.readouterr().err and "nosuchtask" in bad.read_text()
+    assert main([*base, "--set", f"validation.samples={tmp_path / 'missing.yaml'}"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_validation_on_two_ranks_writes_samples_losses_and_events_and_training_goes_on(curated, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trainer.data import open_clips, trainable_offsets
+
+    share, videos = holdout(curated.table)
+    samples = tmp_path / "samples.yaml"
+    samples.write_text("- {task: t2v, prompt: a texture drifting right, seed: 1}\n"
+                       f"- {{task: i2v, clip: {videos[0]}, seed: 2}}\n- {{task: vsr, clip: {videos[1]}, seed: 3}}\n")
+    run_dir = tmp_path / "val"
+    run(train_cmd(curated, run_dir, 2, 4, "validation.every=2", f"validation.holdout={share}",
+                  f"validation.samples={samples}", "validation.steps=2", "validation.t_values=[0.1,0.5,0.9]",
+                  "validation.tasks=[t2v,i2v,vsr]", "ema.enabled=true", "ema.decay=0.5"))  # fmt: skip
+    assert sorted(losses(run_dir)) == [1, 2, 3, 4]  # training went on after the validation at step 2
+    rows = [json.loads(line) for line in (run_dir / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and all(r["ema"] for r in rows)
+    for r in rows:
+        assert set(r["loss"]) == {"t2v", "i2v", "vsr"} and all(len(v) == 3 for v in r["loss"].values())
+        assert all(0 < x < 10 for v in r["loss"].values() for x in v)
+        assert set(r["psnr"]) == set(r["ssim"]) == {"vsr"} and r["psnr"]["vsr"] > 0  # the manipulation task
+        assert r["samples"] == [0, 1, 2]  # 3 samples over 2 DP ranks: rank 1 ran a padding round
+    assert rows[0]["loss"] != rows[1]["loss"]  # the weights moved between the validations
+    for step in (2, 4):
+        files = sorted(p.name for p in (run_dir / "validation" / f"step_{step:08d}").iterdir())
+        assert files == ["00_t2v.mp4", "01_i2v.mp4", "02_vsr.mp4"]
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    assert {"val_loss/t2v", "val_loss/i2v/t=0.5", "val_psnr/vsr", "val_ssim/vsr"} <= set(tags["scalars"])
+    assert {"val_samples/t2v", "val_samples/i2v", "val_samples/vsr"} <= set(tags["images"])
+    assert [e.step for e in events.Scalars("val_loss/vsr/t=0.9")] == [2, 4]
+    # never trained on: the held-out ids against every clip id the 2 DP ranks trained (counted)
+    held = set(json.loads((run_dir / "validation" / "holdout.json").read_text()))
+    _, trained_ids, trained = seen(run_dir)
+    assert trained == 2 * 2 * 4 and held and held.isdisjoint(trained_ids)
+    ds = open_clips(curated.table, None, {})
+    assert len(trainable_offsets(ds, None, share)) + len(held) == len(trainable_offsets(ds, None))

@@ -37,12 +37,13 @@ from model.vae import VideoVAE
 from trainer import checkpoint
 from trainer.batch import BatchBuilder
 from trainer.configs import TrainConfig, check_validation_tasks, deepspeed_config, load_config
-from trainer.data import Batcher, ClipStream, SampleSpec, TrainLoader, open_clips, trainable_offsets
+from trainer.data import Batcher, ClipStream, SampleSpec, TrainLoader, holdout_offsets, open_clips, trainable_offsets
 from trainer.ema import ShardedEma
 from trainer.lora import peft_config
 from trainer.metrics import Metrics, peak_flops
 from trainer.parallel import ParallelDims, init_distributed, parallelize_mfm
 from trainer.step import train_step
+from trainer.validation import Validator, decode_held_out
 
 log = logging.getLogger("trainer")
 
@@ -182,6 +183,23 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
     text_encoder = TextEncoder.from_pretrained(cfg.frozen.text_encoder_path, dtype=dtype).to(device)
     builder = BatchBuilder(vae, text_encoder, cfg.flow, cfg.seed, dims.dp_rank, device, dtype, packing.enabled)
 
+    # ---- validation: the held-out clips and the sample set, checked before ZeRO-3 starts ------------------
+    validator = None
+    v = cfg.validation
+    if v.every:
+        held = holdout_offsets(table, cfg.data.filter, v.holdout)
+        clips = decode_held_out(table, held, spec, v.seed, v.max_clips)
+        if not clips:
+            raise ValueError(f"validation.holdout={v.holdout}: no decodable held-out clip among {len(held)} rows of "
+                             f"{cfg.data.table} (raise the share)")  # fmt: skip
+        if dims.is_main:
+            (run_dir / "validation").mkdir(exist_ok=True)
+            (run_dir / "validation" / "holdout.json").write_text(json.dumps(sorted(table.take(
+                held.tolist(), columns=["clip_id"])["clip_id"].to_pylist())))  # fmt: skip
+        size = spec.buckets[0] if not packing.enabled else (cfg.data.height, cfg.data.width)
+        validator = Validator(v, clips, cfg.data.frames, size, vae, text_encoder, cfg.flow.shift, dims, device,
+                              dtype, run_dir)  # fmt: skip
+
     n_params = sum(p.numel() for p in model.parameters())
     lora = peft_config(cfg.lora) if cfg.lora.enabled else None
     engine = parallelize_mfm(model, dims, ds_config, cfg.model.gradient_checkpointing, cfg.model.compile, lora)
@@ -232,6 +250,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
             time.perf_counter() - start, engine.get_lr()[0], result.grad_norm, result.skipped,
             sum(loader.state.skipped.values()),
         )  # fmt: skip
+        if validator is not None and step % v.every == 0:
+            metrics.validation(validator(engine, step, ema))
         if step % cfg.checkpoint.every == 0 or step == cfg.steps:
             trainer_state = {
                 "step": step, "phase": cfg.phase, "preset": cfg.preset, "config": cfg.model_dump(mode="json"),

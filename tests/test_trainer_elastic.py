@@ -8,6 +8,7 @@ disjoint from what is trained."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -224,3 +225,17 @@ def test_validation_on_two_ranks_writes_samples_losses_and_events_and_training_g
     assert trained == 2 * 2 * 4 and held and held.isdisjoint(trained_ids)
     ds = open_clips(curated.table, None, {})
     assert len(trainable_offsets(ds, None, share)) + len(held) == len(trainable_offsets(ds, None))
+
+
+def test_the_data_rule_deals_every_unconsumed_position_to_one_new_rank():
+    from trainer.data import StreamState, rank_positions, reshard_streams
+
+    # dp 2 over 10 rows: rank 0 read to (0, 8) with (0, 4) waiting in a bucket; rank 1 only to (0, 5), (0, 1) waiting
+    old = [StreamState((0, 8), [(0, 4)]), StreamState((0, 5), [(0, 1)])]
+    new = reshard_streams(old, old_dp=2, rows=10, new_dp=3)
+    assert [s.next for s in new] == [(0, 8)] * 3  # the global frontier
+    assert sorted(p for s in new for p in s.pending) == [(0, 1), (0, 4), (0, 5), (0, 7)]  # each dealt once
+    assert [s.pending for s in new] == [[(0, 1), (0, 7)], [(0, 4)], [(0, 5)]]
+    ahead = [p for r, s in enumerate(new) for p in itertools.takewhile(lambda p: p < (1, 0),
+                                                                        rank_positions(s.next, r, 3, 9))]  # fmt: skip
+    assert sorted(ahead) == [(0, 8)]  # dp 3 reads 9 of the 10 rows per epoch: (0, 9) is this epoch's remainder

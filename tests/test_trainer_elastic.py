@@ -84,6 +84,7 @@ def test_resume_on_one_rank_and_on_sp2_continues_without_repeating_or_skipping_a
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     for step in range(K + 1, STEPS + 1):
         assert b[step] == pytest.approx(a[step], rel=1e-4), f"step {step}"
+    print("resumed losses, 1 rank vs sp=2:", {s: (a[s], b[s]) for s in range(K + 1, STEPS + 1)})
     for run_dir in (one, sp2):
         positions, _, trained = seen(run_dir)
         assert trained == 2 * 2 * K + 1 * 2 * (STEPS - K)  # bs 2: dp 2 for K steps, then dp 1
@@ -211,6 +212,7 @@ def test_validation_on_two_ranks_writes_samples_losses_and_events_and_training_g
         assert set(r["psnr"]) == set(r["ssim"]) == {"vsr"} and r["psnr"]["vsr"] > 0  # the manipulation task
         assert r["samples"] == [0, 1, 2]  # 3 samples over 2 DP ranks: rank 1 ran a padding round
     assert rows[0]["loss"] != rows[1]["loss"]  # the weights moved between the validations
+    print("validation:", [{k: r[k] for k in ("step", "loss", "psnr", "ssim")} for r in rows])
     for step in (2, 4):
         files = sorted(p.name for p in (run_dir / "validation" / f"step_{step:08d}").iterdir())
         assert files == ["00_t2v.mp4", "01_i2v.mp4", "02_vsr.mp4"]

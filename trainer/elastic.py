@@ -90,6 +90,9 @@ def load_universal(engine: Any, folder: Path) -> dict[str, Any]:
     bit16 partitions the forward gathers, Adam's moments and step, the LR schedule. Every rank calls it; no
     collective but the re-gather of ZeRO-3's persistent parameters. Returns the meta."""
     src = Path(folder) / UNIVERSAL
+    if not (src / "optimizer.json").is_file():
+        raise FileNotFoundError(f"{folder}: no {UNIVERSAL}/ state (saved before resharding existed): resume it on "
+                                "the world that saved it")  # fmt: skip
     meta = json.loads((src / "optimizer.json").read_text())
     zero = engine.optimizer  # DeepSpeedZeroOptimizer_Stage3
     adam = zero.optimizer

@@ -2,9 +2,9 @@
 
 Per sample: one task drawn by `model.task_sampling` (qualification, 3x weights, text / condition dropout)
 builds the pixel condition and the prompt; the VAE encodes the frames (on the fly: training crops and
-frame windows vary per step, so stored latents rarely match); T5 encodes the prompt; t and the noise come
-from a generator seeded by (seed, DP rank, step), so the ranks of one sequence-parallel group draw the
-same ones.
+frame windows vary per step, so stored latents rarely match); T5 encodes the prompt; the task draw is seeded
+by (seed, sample position), the same whatever the world size; t and the noise come from a generator seeded
+by (seed, DP rank, step), so the ranks of one sequence-parallel group draw the same ones.
 
 Text condition: T5 runs here, online, on the full prompt `caption + " " + extra + " #task: " + name`,
 exactly as generation encodes it. The table's caption-only embeddings cannot carry the task: T5 attends
@@ -54,7 +54,7 @@ class BatchBuilder:
             depth = None if s.depth is None else s.depth.to(self.device).float()
             source = None if s.source is None else to_signed(s.source.to(self.device))
             clip = Clip(frames, depth, s.caption, source=source, instruction=s.instruction)
-            gen = torch.Generator().manual_seed(seed_of(self.seed, self.dp_rank, *s.position, 1))
+            gen = torch.Generator().manual_seed(seed_of(self.seed, *s.position, 1))
             out.append((frames, sample_training_condition(clip, gen, extra=s.extra)))
         return out
 

@@ -8,16 +8,23 @@
     model/                    config.json + model.safetensors [+ model.ema.safetensors]: MfM.from_pretrained
                               (with LoRA only when lora.save_merged: the base with the adapters merged in)
     lora/                     with LoRA: adapter_config.json + adapter_model.safetensors (peft's format)
-    trainer_state.json        step, phase, preset, the full config, the Lance table (uri, version), counters
+    universal/                fp32.safetensors, exp_avg.safetensors, exp_avg_sq.safetensors (full tensors per
+                              trained parameter) + optimizer.json: the world-size-free state (trainer/elastic.py)
+    trainer_state.json        step, phase, preset, the full config, the Lance table (uri, version, trainable
+                              rows), counters, the world (size, sp)
     data_dp{r}.json           data position of DP rank r (next position, positions waiting in buckets, skips)
     rng_rank{r}.safetensors   torch RNG states of rank r
     ema_rank{r}.safetensors   the EMA partition of rank r (when EMA is on)
 ```
 
 A step folder is written as `step_X.partial` and renamed when every rank has finished, and only then does
-`latest` move: a run killed at any moment resumes from the last complete checkpoint. Resuming needs the
-same world size and SP degree (ZeRO-3 partitions are per rank). With LoRA the DeepSpeed state holds the trained
-parameters and their optimizer state; the frozen base comes back from where the run started (`init_from`).
+`latest` move: a run killed at any moment resumes from the last complete checkpoint. The same world size and
+SP degree resume from DeepSpeed's own state, bit-exact. Another world (`world_change`) resumes from
+`universal/`, resharded: the weights and Adam moments are the saved ones, the EMA is resharded from the
+`model.ema` export, each new rank takes the RNG state of SP rank 0 of its (or the last) old DP rank, and when
+the data-parallel degree changes the data positions follow `trainer.data.reshard_streams`. With LoRA the
+DeepSpeed state holds the trained parameters and their optimizer state; the frozen base comes back from where
+the run started (`init_from`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from model.mfm import MfM
+from trainer.data import StreamState, reshard_streams
+from trainer.elastic import load_universal, save_universal
 from trainer.ema import ShardedEma
 from trainer.parallel import ParallelDims
 
@@ -110,6 +119,7 @@ def save_checkpoint(
         partial.mkdir(parents=True)
     dist.barrier()
     engine.save_checkpoint(str(partial / "deepspeed"), tag=DS_TAG, save_latest=False)
+    save_universal(engine, partial, dims)
     if lora is None:
         export_model(engine.module, partial / "model", dims)
     else:
@@ -142,20 +152,41 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     return json.loads((path / "trainer_state.json").read_text())
 
 
-def read_data_state(path: Path, dp_rank: int) -> dict[str, Any]:
-    return json.loads((path / f"data_dp{dp_rank}.json").read_text())
+def world_change(path: Path, dims: ParallelDims) -> str | None:
+    """What differs between the world that saved `path` and this one ("4 ranks (dp 4 x sp 1) -> ..."), or None."""
+    w = read_trainer_state(path)["world"]
+    if (w["size"], w["sp"]) == (dims.world, dims.sp):
+        return None
+    return (f"{w['size']} ranks (dp {w['size'] // w['sp']} x sp {w['sp']}) -> "
+            f"{dims.world} ranks (dp {dims.dp} x sp {dims.sp})")  # fmt: skip
+
+
+def read_data_state(path: Path, dims: ParallelDims, rows: int) -> StreamState:
+    """This DP rank's data position; after a change of the data-parallel degree, resharded by the data rule
+    (`reshard_streams`) from every old DP rank's state. `rows`: the trainable rows, as when it was saved."""
+    w = read_trainer_state(path)["world"]
+    old_dp = w["size"] // w["sp"]
+    states = [StreamState.from_dict(json.loads((path / f"data_dp{r}.json").read_text())) for r in range(old_dp)]
+    if old_dp == dims.dp:
+        return states[dims.dp_rank]
+    return reshard_streams(states, old_dp, rows, dims.dp)[dims.dp_rank]
 
 
 def load_checkpoint(engine: Any, path: Path, dims: ParallelDims, ema: ShardedEma | None = None) -> None:
-    """Restore the engine (weights, optimizer, LR schedule), the RNG states and the EMA in place."""
-    world = read_trainer_state(path)["world"]
-    if (world["size"], world["sp"]) != (dims.world, dims.sp):
-        raise ValueError(f"{path} was saved by {world['size']} ranks with sp={world['sp']}; this run has "
-                         f"{dims.world} ranks with sp={dims.sp} (ZeRO-3 partitions are per rank)")  # fmt: skip
-    engine.load_checkpoint(str(path / "deepspeed"), tag=DS_TAG)
-    _set_rng_state(load_file(path / f"rng_rank{dims.rank}.safetensors"))
+    """Restore the engine (weights, optimizer, LR schedule), the RNG states and the EMA in place: from
+    DeepSpeed's state in the same world, else resharded from `universal/`."""
+    if world_change(path, dims) is None:
+        engine.load_checkpoint(str(path / "deepspeed"), tag=DS_TAG)
+        _set_rng_state(load_file(path / f"rng_rank{dims.rank}.safetensors"))
+        if ema is not None:
+            ema.load_state_dict(load_file(path / f"ema_rank{dims.rank}.safetensors"))
+        return
+    w = read_trainer_state(path)["world"]
+    load_universal(engine, path)
+    old_rank = min(dims.dp_rank, w["size"] // w["sp"] - 1) * w["sp"]  # SP rank 0 of the matching old DP rank
+    _set_rng_state(load_file(path / f"rng_rank{old_rank}.safetensors"))
     if ema is not None:
-        ema.load_state_dict(load_file(path / f"ema_rank{dims.rank}.safetensors"))
+        ema.load_full(load_file(path / "model" / "model.ema.safetensors"))
 
 
 def _rng_state() -> dict[str, torch.Tensor]:

@@ -194,6 +194,71 @@ class LogConfig(_Section):
     every: int = Field(10, ge=1)  # console lines every N steps (metrics.jsonl and TensorBoard get every step)
     tensorboard: bool = True
     peak_tflops: float | None = Field(None, gt=0)  # per device, for MFU; None: known GPUs, else no MFU
+    samples: bool = False  # samples_dp{r}.jsonl: the positions and clip ids each DP rank trains, per step
+
+
+class SampleEntry(_Section):
+    """One fixed validation sample: a task, its prompt, the noise seed and, for a task with an input, the
+    held-out clip (index in the held-out clips sorted by clip_id) whose frames it is conditioned on."""
+
+    task: str
+    prompt: str = ""  # default: the clip's caption (the task's text; an edit's instruction)
+    seed: int = 0
+    clip: int | None = Field(None, ge=0)
+
+
+def read_samples(path: str | Path) -> list[SampleEntry]:
+    """The validation sample set: a YAML list of `SampleEntry` mappings (or `{samples: [...]}`)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    entries = data.get("samples") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty list of {{task, prompt, seed, clip}} entries")
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(SampleEntry.model_validate(entry))
+        except Exception as exc:  # pydantic's message names the bad key
+            raise ValueError(f"{path}: entry {i}: {exc}") from None
+    return out
+
+
+class ValidationConfig(_Section):
+    """Validation during training (`trainer/validation.py`), on the EMA weights when EMA is on: the
+    flow-matching loss of held-out clips at fixed t with fixed noise, per task, and a fixed sample set."""
+
+    every: int = Field(0, ge=0)  # steps between validations; 0: off
+    holdout: float = Field(0.0, ge=0, lt=1)  # share of rows held out by clip_id hash, never trained on
+    t_values: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], min_length=1)
+    tasks: list[str] = Field(default_factory=lambda: ["t2v", "i2v", "vsr"], min_length=1)  # held-out loss tasks
+    max_clips: int = Field(16, ge=1)  # held-out clips in the loss (the first by clip_id)
+    samples: str | None = None  # YAML file of SampleEntry; None: no sample generation
+    steps: int = Field(10, ge=1)  # Euler steps per sample
+    guidance: float = Field(1.0, ge=1.0)  # CFG scale; 1: one unguided branch
+    seed: int = 0  # the fixed noise and conditions
+
+    @field_validator("t_values")
+    @classmethod
+    def _t_values(cls, ts: list[float]) -> list[float]:
+        if any(not 0 < t < 1 for t in ts):
+            raise ValueError(f"must all be in (0, 1) (t = 1 is pure noise); got {ts}")
+        return ts
+
+    @field_validator("samples")
+    @classmethod
+    def _samples(cls, path: str | None) -> str | None:
+        if path is not None:
+            if not Path(path).is_file():
+                raise ValueError(f"{path}: no such file (a YAML list of {{task, prompt, seed, clip}})")
+            read_samples(path)
+        return path
+
+    @model_validator(mode="after")
+    def _holdout(self) -> ValidationConfig:
+        if self.every and not self.holdout:
+            raise ValueError("validation.every needs validation.holdout > 0: the held-out split to validate on")
+        return self
 
 
 class TasksConfig(_Section):
@@ -230,6 +295,7 @@ class TrainConfig(_Section):
     log: LogConfig = Field(default_factory=LogConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     lora: LoraTrainConfig = Field(default_factory=LoraTrainConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
     @model_validator(mode="after")
     def _lora(self) -> TrainConfig:
@@ -264,6 +330,21 @@ class TrainConfig(_Section):
             if tokens % sp:
                 raise ValueError(f"bucket {self.data.frames}x{h}x{w} has {tokens} tokens, not divisible by sp={sp}")
         return self
+
+
+def check_validation_tasks(v: ValidationConfig) -> None:
+    """`validation.tasks` and the sample set's tasks are registered tasks (call after the task plugins load);
+    ConfigError names the bad one."""
+    from model.tasks import get_task
+
+    named = [(f"validation.tasks[{i}]", t) for i, t in enumerate(v.tasks)]
+    named += [(f"validation.samples ({v.samples}) entry {i}", e.task) for i, e in
+              enumerate(read_samples(v.samples) if v.samples else [])]  # fmt: skip
+    for where, task in named:
+        try:
+            get_task(task)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------

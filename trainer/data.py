@@ -4,8 +4,9 @@ Rows are read with Lance's torch integration (`lance.torch.data.LanceDataset`, i
 bytes) in spawned DataLoader workers (Lance is not fork-safe), through `OffsetSampler`, a Lance `Sampler`
 that takes the row offsets `ClipStream` plans for a data-parallel (DP) rank:
 
-- every epoch is a seeded permutation of the trainable rows (`passed`, with media, plus `data.filter`);
-  DP rank r reads the r-th equal share of it (the remainder of an epoch is left out), so every rank has
+- every epoch is a seeded permutation of the trainable rows (`passed`, with media, plus `data.filter`, minus
+  the validation hold-out); its first `per_epoch` = dp·⌊rows/dp⌋ entries are dealt round-robin, DP rank r
+  reading global indices r, r+dp, r+2dp, ... (the remainder of an epoch is left out), so every rank has
   the same number of samples per epoch and the stream never ends: no rank waits at an epoch boundary;
 - ranks of one sequence-parallel group share their DP rank, so they read the same rows in the same order
   and draw the same per-sample randomness (seeded by seed, DP rank, epoch and index, never the SP rank).
@@ -16,10 +17,20 @@ projected column of every row on every rank and shuffles only inside a small res
 global `random` module. Offsets give an exact, equal, fully shuffled share and a resume point that is
 two integers.
 
-A sample's position is (epoch, index in the rank's share). The main process batches samples (`Batcher`)
+A sample's position is (epoch, global index in the epoch's permutation): the same row whatever the world
+size. The main process batches samples (`Batcher`)
 and its state (the next position, the positions still waiting in buckets, the skip counts) is all a
 checkpoint needs: `ClipStream` replays the waiting positions, then continues, so a resumed run sees the
-same batches as an unbroken one. A clip that fails to decode becomes a `Skipped` item (counted, logged)
+same batches as an unbroken one.
+
+The data rule across a change of world size (`reshard_streams`), counted in samples: the new ranks start
+at the global frontier (the furthest position any old rank reached), and every position before it that no
+old rank consumed (the samples waiting in buckets, and the positions between a slower rank's frontier and
+the global one) is dealt round-robin to the new ranks as pending positions, read first. So every position
+is trained or skipped at most once, and none before the frontier is left out.
+
+A held-out share of the rows (`validation.holdout`, by a hash of `clip_id`: `is_held_out`) is never trained
+on; `holdout_offsets` gives them to validation. A clip that fails to decode becomes a `Skipped` item (counted, logged)
 and the batch is filled from the next rows.
 
 Per sample: the media is the smallest stored proxy (`proxies`, schema v2) that covers the sample size without
@@ -39,6 +50,7 @@ draw the editing tasks. Target rows are not trainable rows of their own: each pa
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import math
@@ -71,7 +83,7 @@ READ_COLUMNS = [
     "edit_target_clip_id", "edit_instruction",
 ]  # fmt: skip  (+ "proxies" when the table has them, else DEPTH_COLUMNS: the stored clip's depth is big)
 TARGET_COLUMNS = ["caption", "n_frames", "height", "width", *DEPTH_COLUMNS]  # of an edit target; video: take_blobs
-Position = tuple[int, int]  # (epoch, index in this DP rank's share of the epoch)
+Position = tuple[int, int]  # (epoch, global index in the epoch's permutation)
 
 
 def open_clips(uri: str, version: int | None, storage_options: dict[str, str]) -> lance.LanceDataset:
@@ -81,14 +93,36 @@ def open_clips(uri: str, version: int | None, storage_options: dict[str, str]) -
     return ds
 
 
-def trainable_offsets(ds: lance.LanceDataset, extra_filter: str | None) -> np.ndarray:
-    """Row offsets (what `LanceDataset.take` reads) of passed rows with media, in table order; edit targets are
-    read with their source row, not on their own."""
+def is_held_out(clip_id: str, share: float) -> bool:
+    """Whether `clip_id` is in the validation hold-out: a stable hash (blake2b, not Python's salted `hash`)
+    of the id, as a fraction of 2^64, below `share`. The same on every rank, run and table version."""
+    digest = hashlib.blake2b(clip_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < share * 2**64
+
+
+def _usable_rows(ds: lance.LanceDataset, extra_filter: str | None) -> tuple[np.ndarray, list[str]]:
+    """Offsets and clip ids of passed rows with media (plus `extra_filter`); edit targets are read with their
+    source row, not on their own."""
     where = "passed AND video IS NOT NULL AND role != 'edit_target'"
     where += f" AND ({extra_filter})" if extra_filter else ""
     every = ds.to_table(columns=[], with_row_id=True)["_rowid"].to_numpy()
-    chosen = ds.to_table(columns=[], filter=where, with_row_id=True)["_rowid"].to_numpy()
-    return np.flatnonzero(np.isin(every, chosen))
+    chosen = ds.to_table(columns=["clip_id"], filter=where, with_row_id=True)
+    ids = dict(zip(chosen["_rowid"].to_numpy().tolist(), chosen["clip_id"].to_pylist()))
+    offsets = np.flatnonzero(np.isin(every, chosen["_rowid"].to_numpy()))
+    return offsets, [ids[int(every[o])] for o in offsets]
+
+
+def trainable_offsets(ds: lance.LanceDataset, extra_filter: str | None, holdout: float = 0.0) -> np.ndarray:
+    """Row offsets (what `LanceDataset.take` reads) of the training rows, in table order: passed, with media,
+    `extra_filter`, and not held out for validation (`is_held_out`)."""
+    offsets, ids = _usable_rows(ds, extra_filter)
+    return offsets[[not is_held_out(c, holdout) for c in ids]] if holdout else offsets
+
+
+def holdout_offsets(ds: lance.LanceDataset, extra_filter: str | None, holdout: float) -> np.ndarray:
+    """Row offsets of the validation hold-out (the rows `trainable_offsets` leaves out), in table order."""
+    offsets, ids = _usable_rows(ds, extra_filter)
+    return offsets[[is_held_out(c, holdout) for c in ids]] if holdout else offsets[:0]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -285,7 +319,9 @@ class OffsetSampler(Sampler):
 
 @dataclass
 class StreamState:
-    """Where a DP rank's stream stands: the next new position and the positions waiting in the batcher."""
+    """Where a DP rank's stream stands: the next new position and the positions waiting in the batcher.
+    `next` may sit anywhere (after a world change, at the global frontier): the rank continues at its first
+    own index (≡ dp rank mod dp) at or after it."""
 
     next: Position = (0, 0)
     pending: list[Position] = field(default_factory=list)
@@ -297,6 +333,33 @@ class StreamState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StreamState:
         return cls(tuple(d["next"]), [tuple(p) for p in d["pending"]], Counter(d["skipped"]))  # type: ignore[arg-type]
+
+
+def rank_positions(start: Position, dp_rank: int, dp: int, per_epoch: int) -> Iterator[Position]:
+    """DP rank `dp_rank`'s new positions from `start` on: global indices ≡ dp_rank (mod dp) below
+    `per_epoch`, epoch after epoch."""
+    epoch, index = start
+    while True:
+        first = index + (dp_rank - index) % dp  # the rank's first own index at or after `index`
+        for i in range(first, per_epoch, dp):
+            yield epoch, i
+        epoch, index = epoch + 1, 0
+
+
+def reshard_streams(states: list[StreamState], old_dp: int, rows: int, new_dp: int) -> list[StreamState]:
+    """The data rule of a world change: `states` of the old DP ranks -> one state per new DP rank. Every new
+    rank starts at the global frontier (the furthest `next`); the positions before it that no old rank consumed
+    (its pending ones, and those between its own `next` and the frontier) are dealt round-robin, in position
+    order, to the new ranks, which read them first. Skip counts go to the new rank 0 (metrics sum them)."""
+    frontier = max(s.next for s in states)
+    per_epoch = rows // old_dp * old_dp
+    left: list[Position] = []
+    for rank, state in enumerate(states):
+        left += state.pending
+        left += itertools.takewhile(lambda p: p < frontier, rank_positions(state.next, rank, old_dp, per_epoch))
+    left.sort()
+    skipped = sum((s.skipped for s in states), Counter())
+    return [StreamState(frontier, left[r::new_dp], skipped if r == 0 else Counter()) for r in range(new_dp)]
 
 
 class ClipStream(IterableDataset):
@@ -321,6 +384,7 @@ class ClipStream(IterableDataset):
         self.per_rank = len(offsets) // dp_size
         if self.per_rank == 0:
             raise ValueError(f"{uri}@v{version}: {len(offsets)} trainable rows cannot feed {dp_size} DP ranks")
+        self.per_epoch = self.per_rank * dp_size
         self.uri, self.version, self.storage_options = uri, version, storage_options
         self.offsets, self.dp_rank, self.dp_size, self.seed = offsets, dp_rank, dp_size, seed
         self.spec, self.read_batch = spec, read_batch
@@ -328,31 +392,31 @@ class ClipStream(IterableDataset):
 
     def positions(self) -> Iterator[Position]:
         yield from self.resume.pending
-        epoch, index = self.resume.next
-        while True:
-            for i in range(index, self.per_rank):
-                yield epoch, i
-            epoch, index = epoch + 1, 0
+        yield from rank_positions(self.resume.next, self.dp_rank, self.dp_size, self.per_epoch)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Every trainable row offset in epoch `epoch`'s order (the same on every rank and world size)."""
+        return self.offsets[np.random.default_rng([self.seed, epoch]).permutation(len(self.offsets))]
 
     def epoch_rows(self, epoch: int) -> np.ndarray:
         """This DP rank's share of epoch `epoch`: row offsets in reading order."""
-        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.offsets))
-        return self.offsets[perm[self.dp_rank * self.per_rank : (self.dp_rank + 1) * self.per_rank]]
+        return self.epoch_order(epoch)[self.dp_rank : self.per_epoch : self.dp_size]
 
     def offsets_of(self, positions: Iterable[Position]) -> Iterator[int]:
         epoch, rows = -1, self.offsets
         for e, index in positions:
             if e != epoch:
-                epoch, rows = e, self.epoch_rows(e)
+                epoch, rows = e, self.epoch_order(e)
             yield int(rows[index])
 
     def step_of(self, position: Position) -> float:
         """The training step a position is read at, were no sample skipped or waiting (for the image share)."""
-        return (position[0] * self.per_rank + position[1]) / self.spec.samples_per_step
+        return (position[0] * self.per_epoch + position[1]) / (self.dp_size * self.spec.samples_per_step)
 
     def sample_rng(self, position: Position) -> np.random.Generator:
-        """Per-sample randomness: the same on every SP rank of a group, different across DP ranks."""
-        return np.random.default_rng([self.seed, self.dp_rank, *position])
+        """Per-sample randomness, a function of the position only: the same on every SP rank of a group and
+        after a world change; positions differ across DP ranks."""
+        return np.random.default_rng([self.seed, *position])
 
     def __iter__(self) -> Iterator[Sample | Skipped]:
         info = get_worker_info()
@@ -415,6 +479,7 @@ class TrainLoader:
     def __init__(self, stream: ClipStream, batcher: Batcher, num_workers: int, prefetch_factor: int):
         self.stream, self.batcher = stream, batcher
         self.state = StreamState(stream.resume.next, [], Counter(stream.resume.skipped))
+        self.skipped_positions: list[Position] = []  # skips since the caller last emptied it (the samples log)
         self.loader = DataLoader(
             stream, batch_size=None, collate_fn=_identity, num_workers=num_workers,
             multiprocessing_context="spawn" if num_workers else None,
@@ -423,8 +488,9 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[list[Sample]]:
         for item in self.loader:
-            self.state.next = max(self.state.next, (item.position[0], item.position[1] + 1))
+            self.state.next = max(self.state.next, (item.position[0], item.position[1] + self.stream.dp_size))
             if isinstance(item, Skipped):
+                self.skipped_positions.append(item.position)
                 self.state.skipped[item.reason.split(":")[0]] += 1
                 log.warning("skipped clip %s at %s: %s", item.clip_id, item.position, item.reason)
                 continue

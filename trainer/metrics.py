@@ -45,11 +45,24 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
 
 
+def sample_grid(videos: list[torch.Tensor], frames: int = 8) -> torch.Tensor:
+    """uint8 videos (T, H, W, 3) -> one uint8 image (rows = videos, columns = up to `frames` evenly spaced
+    frames), padded to the largest size."""
+    h, w = max(v.shape[1] for v in videos), max(v.shape[2] for v in videos)
+    cols = min(frames, max(v.shape[0] for v in videos))
+    grid = torch.zeros(len(videos) * h, cols * w, 3, dtype=torch.uint8)
+    for r, v in enumerate(videos):
+        picks = torch.linspace(0, v.shape[0] - 1, min(cols, v.shape[0])).round().long()
+        for c, i in enumerate(picks):
+            grid[r * h : r * h + v.shape[1], c * w : c * w + v.shape[2]] = v[i]
+    return grid
+
+
 class Metrics:
     def __init__(
         self, run_dir: Path, dims: ParallelDims, device: torch.device, peak: float | None, every: int, tensorboard: bool
     ):
-        self.dims, self.device, self.peak, self.every = dims, device, peak, every
+        self.dims, self.device, self.peak, self.every, self.run_dir = dims, device, peak, every, Path(run_dir)
         self.writer = None
         self.jsonl = None
         if dims.is_main:
@@ -127,6 +140,40 @@ class Metrics:
                 row["step"], row["loss"], row["lr"], grad, row["samples_per_s"], row["tokens_per_s"], mfu,
                 row["peak_mem_gb"],
             )  # fmt: skip
+
+    def validation(self, result: dict[str, Any]) -> None:
+        """Rank 0 writes one validation (`trainer.validation.Validator`): `validation.jsonl`, and in TensorBoard
+        the held-out loss per task at each t (`val_loss/<task>/t=<t>`) and its mean, PSNR/SSIM per manipulation
+        task, and per task a grid of the samples (`val_samples/<task>`: a row per sample, up to 8 frames)."""
+        if not self.dims.is_main:
+            return
+        step, samples = result["step"], result["samples"]
+        metrics: dict[str, dict[str, float]] = {}
+        for key in ("psnr", "ssim"):
+            for task in {r["task"] for r in samples if key in r}:
+                values = [r[key] for r in samples if r["task"] == task and key in r]
+                metrics.setdefault(key, {})[task] = sum(values) / len(values)
+        row = {"step": step, "ema": result["ema"], "t_values": result["t_values"], "loss": result["loss"],
+               **metrics, "samples": [r["index"] for r in samples]}  # fmt: skip
+        with (self.run_dir / "validation.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        mean = {task: sum(v) / len(v) for task, v in result["loss"].items()}
+        log.info("validation at step %d%s: held-out loss %s%s", step, " (EMA)" if result["ema"] else "",
+                 " ".join(f"{t} {v:.4f}" for t, v in mean.items()),
+                 "".join(f" | {k} " + " ".join(f"{t} {v:.3f}" for t, v in m.items()) for k, m in metrics.items()))
+        if self.writer is None:
+            return
+        for task, values in result["loss"].items():
+            self.writer.add_scalar(f"val_loss/{task}", mean[task], step)
+            for t, v in zip(result["t_values"], values):
+                self.writer.add_scalar(f"val_loss/{task}/t={t:g}", v, step)
+        for key, per_task in metrics.items():
+            for task, v in per_task.items():
+                self.writer.add_scalar(f"val_{key}/{task}", v, step)
+        for task in dict.fromkeys(r["task"] for r in samples):
+            self.writer.add_image(f"val_samples/{task}", sample_grid([r["frames"] for r in samples
+                                                                       if r["task"] == task]), step, dataformats="HWC")
+        self.writer.flush()
 
     def close(self) -> None:
         if self.jsonl is not None:

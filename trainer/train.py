@@ -36,13 +36,14 @@ from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
 from trainer import checkpoint
 from trainer.batch import BatchBuilder
-from trainer.configs import TrainConfig, deepspeed_config, load_config
-from trainer.data import Batcher, ClipStream, SampleSpec, StreamState, TrainLoader, open_clips, trainable_offsets
+from trainer.configs import TrainConfig, check_validation_tasks, deepspeed_config, load_config
+from trainer.data import Batcher, ClipStream, SampleSpec, TrainLoader, holdout_offsets, open_clips, trainable_offsets
 from trainer.ema import ShardedEma
 from trainer.lora import peft_config
 from trainer.metrics import Metrics, peak_flops
 from trainer.parallel import ParallelDims, init_distributed, parallelize_mfm
 from trainer.step import train_step
+from trainer.validation import Validator, decode_held_out
 
 log = logging.getLogger("trainer")
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides["model.init_from"] = args.init_from
         cfg = load_config(args.config, overrides, preset=args.preset)
         setup_tasks(cfg.tasks.plugins, cfg.tasks.weights)  # a bad plugin stops the launch here, like a bad key
+        check_validation_tasks(cfg.validation)
     except ConfigError as exc:
         print(f"mfm train: config error: {exc}", file=sys.stderr)
         return 2
@@ -153,11 +155,14 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
 
     # ---- data: this DP rank's share of the table, decoded in spawned workers --------------------------------
     table = open_clips(cfg.data.table, version, cfg.data.storage_options)
-    offsets = trainable_offsets(table, cfg.data.filter)
+    offsets = trainable_offsets(table, cfg.data.filter, cfg.validation.holdout)
+    if saved and saved["table"].get("rows", len(offsets)) != len(offsets):
+        raise ValueError(f"--resume {ckpt}: saved with {saved['table']['rows']} trainable rows, this run has "
+                         f"{len(offsets)} (data.filter or validation.holdout changed)")  # fmt: skip
     spec = SampleSpec.from_config(cfg.data, cfg.batch_size, cfg.parallel.sp)
     packing = cfg.data.packing
     batcher = Batcher(cfg.batch_size, packing.max_tokens if packing.enabled else None)
-    data_state = StreamState.from_dict(checkpoint.read_data_state(ckpt, dims.dp_rank)) if ckpt else None
+    data_state = checkpoint.read_data_state(ckpt, dims, len(offsets)) if ckpt else None
     stream = ClipStream(cfg.data.table, table.version, cfg.data.storage_options, offsets, dims.dp_rank, dims.dp,
                         cfg.seed, spec, cfg.data.read_batch, resume=data_state)  # fmt: skip
     loader = TrainLoader(stream, batcher, cfg.data.num_workers, cfg.data.prefetch_factor)
@@ -178,12 +183,34 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
     text_encoder = TextEncoder.from_pretrained(cfg.frozen.text_encoder_path, dtype=dtype).to(device)
     builder = BatchBuilder(vae, text_encoder, cfg.flow, cfg.seed, dims.dp_rank, device, dtype, packing.enabled)
 
+    # ---- validation: the held-out clips and the sample set, checked before ZeRO-3 starts ------------------
+    validator = None
+    v = cfg.validation
+    if v.every:
+        held = holdout_offsets(table, cfg.data.filter, v.holdout)
+        clips = decode_held_out(table, held, spec, v.seed, v.max_clips)
+        if not clips:
+            raise ValueError(f"validation.holdout={v.holdout}: no decodable held-out clip among {len(held)} rows of "
+                             f"{cfg.data.table} (raise the share)")  # fmt: skip
+        if dims.is_main:
+            (run_dir / "validation").mkdir(exist_ok=True)
+            (run_dir / "validation" / "holdout.json").write_text(json.dumps(sorted(table.take(
+                held.tolist(), columns=["clip_id"])["clip_id"].to_pylist())))  # fmt: skip
+        size = spec.buckets[0] if not packing.enabled else (cfg.data.height, cfg.data.width)
+        validator = Validator(v, clips, cfg.data.frames, size, vae, text_encoder, cfg.flow.shift, dims, device,
+                              dtype, run_dir)  # fmt: skip
+
     n_params = sum(p.numel() for p in model.parameters())
     lora = peft_config(cfg.lora) if cfg.lora.enabled else None
     engine = parallelize_mfm(model, dims, ds_config, cfg.model.gradient_checkpointing, cfg.model.compile, lora)
     ema = ShardedEma(engine.module, cfg.ema.decay) if cfg.ema.enabled else None
     step, counters = 0, {"nonfinite_steps": 0}
     if ckpt:
+        changed = checkpoint.world_change(ckpt, dims)
+        if changed:  # no flag needed: the universal state reshards to any world
+            log.warning("resume on another world: %s; model, Adam moments and EMA resharded from %s/universal, "
+                        "data positions %s", changed, ckpt.name, "resharded by the global-position rule"
+                        if saved["world"]["size"] // saved["world"]["sp"] != dims.dp else "kept (same dp)")  # fmt: skip
         checkpoint.load_checkpoint(engine, ckpt, dims, ema)
         step, counters = saved["step"], saved["counters"]
         log.info("resumed from %s at step %d (table v%d, data at %s)", ckpt, step, table.version, data_state.next)
@@ -199,10 +226,19 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
     metrics = Metrics(run_dir, dims, device, peak, cfg.log.every, cfg.log.tensorboard)
 
     # ---- the loop -----------------------------------------------------------------------------------------
+    samples_log = None
+    if cfg.log.samples and dims.sp_rank == 0:  # one file per DP rank: what it trained and skipped, per step
+        samples_log = (run_dir / f"samples_dp{dims.dp_rank}.jsonl").open("a")
     batches = iter(loader)
     while step < cfg.steps:
         start = time.perf_counter()
         samples = next(batches)
+        if samples_log is not None:
+            row = {"step": step + 1, "positions": [list(s.position) for s in samples],
+                   "clip_ids": [s.clip_id for s in samples], "skipped": [list(p) for p in loader.skipped_positions]}
+            samples_log.write(json.dumps(row) + "\n")
+            samples_log.flush()
+        loader.skipped_positions.clear()
         batch = builder(samples, step)
         result = train_step(engine, batch)
         if ema is not None and not result.skipped:
@@ -214,16 +250,20 @@ def train(cfg: TrainConfig, resume: str | None = None) -> None:
             time.perf_counter() - start, engine.get_lr()[0], result.grad_norm, result.skipped,
             sum(loader.state.skipped.values()),
         )  # fmt: skip
+        if validator is not None and step % v.every == 0:
+            metrics.validation(validator(engine, step, ema))
         if step % cfg.checkpoint.every == 0 or step == cfg.steps:
             trainer_state = {
                 "step": step, "phase": cfg.phase, "preset": cfg.preset, "config": cfg.model_dump(mode="json"),
-                "table": {"uri": cfg.data.table, "version": table.version},
+                "table": {"uri": cfg.data.table, "version": table.version, "rows": len(offsets)},
                 "counters": counters | {"skipped_clips": dict(loader.state.skipped)},
                 "world": {"size": dims.world, "sp": dims.sp},
             }  # fmt: skip
             checkpoint.save_checkpoint(engine, run_dir, step, trainer_state, loader.state_dict(), dims,
                                        cfg.checkpoint.keep, ema, lora, base if cfg.lora.save_merged else None)
     batches.close()  # stops the data workers
+    if samples_log is not None:
+        samples_log.close()
     metrics.close()
     log.info("done: %d steps, %d skipped for a non-finite loss", step, counters["nonfinite_steps"])
     dist.barrier()

@@ -262,7 +262,7 @@ def evaluate(
     results = {
         "bench": bench_uri, "bench_version": ds.version, "bench_build": build, "method": method,
         "checkpoint": run["checkpoint"], "model_config": run["model_config"], "sampling": run["sampling"],
-        "steps_computed": steps_computed(outputs),
+        "defaults": run.get("defaults"), "steps_computed": steps_computed(outputs),
         "feature_weights": {"inception": {"path": str(inception_weights), "sha256": _sha(inception_weights)},
                             "lpips": {"path": str(lpips_weights), "sha256": _sha(lpips_weights)}},
         "vbench": {"dimensions": dimensions, "tasks": [t for t in dimension_tasks if t in TASKS],
@@ -310,6 +310,14 @@ def steps_computed(outputs: Path) -> dict[str, str]:
     return {task: f"{computed}/{steps}" for task, (computed, steps) in sorted(totals.items())}
 
 
+def _defaults_note(defaults: dict | None) -> str:
+    """What None in the sampling settings stood for (the checkpoint's defaults, from run.json)."""
+    if not defaults:
+        return ""
+    return (f" (None = the checkpoint's default: {defaults['steps']} steps, CFG {defaults['guidance']}, "
+            f"{defaults['colorization_guidance']} for colorization)")
+
+
 def _header(results: dict) -> list[str]:
     cfg = results["model_config"]
     return [
@@ -318,7 +326,7 @@ def _header(results: dict) -> list[str]:
         f"{results['bench_build'].get('width')})",
         f"checkpoint: {results['checkpoint']} — {cfg['num_layers']} layers, {cfg['num_heads']}x{cfg['head_dim']} "
         f"heads, text_dim {cfg['text_dim']}",
-        f"sampling: {results['sampling']}",
+        f"sampling: {results['sampling']}" + _defaults_note(results.get("defaults")),
         *([f"step cache: {results['steps_computed']}"] if results.get("steps_computed") else []),
         "feature networks: " + ", ".join(f"{k} {v['path']} (sha256 {v['sha256']})"
                                          for k, v in results["feature_weights"].items()),

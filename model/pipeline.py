@@ -94,9 +94,14 @@ class SamplingOptions:
 class PipelineOutput:
     """One sample."""
 
-    frames: torch.Tensor  # (T, H, W, 3) float32 in [0, 1], before any uint8 conversion
+    video: torch.Tensor  # (3, T, H, W) float32, as decoded and assembled: [-1, 1] up to the VAE's overshoot
     latents: torch.Tensor  # (1, C, t, h, w) the final latents
     fps: float  # what a video of it is written at
+
+    @property
+    def frames(self) -> torch.Tensor:
+        """(T, H, W, 3) float32 in [0, 1], before any uint8 conversion."""
+        return unit_frames(self.video)
 
 
 def _part_folder(checkpoint: Path, name: str) -> Path | None:
@@ -381,8 +386,8 @@ class MfMPipeline:
         latents = self.sample_latents(cond, seed, options)
         if not self.is_leader:
             return None
-        video = assemble_output(self.vae.decode(latents.float())[0].cpu(), framed)  # (3, T, H, W)
-        return PipelineOutput(unit_frames(video), latents.float().cpu(), self.defaults.fps)
+        video = assemble_output(self.vae.decode(latents.float(), clamp=False)[0].cpu(), framed)  # (3, T, H, W)
+        return PipelineOutput(video, latents.float().cpu(), self.defaults.fps)
 
 
 def unit_frames(video: torch.Tensor) -> torch.Tensor:

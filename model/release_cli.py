@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from model.output_files import write_frames, write_media
-from model.pipeline import NEGATIVE_PROMPT, MfMPipeline, SamplingOptions, negative_prompt_for
+from model.pipeline import NEGATIVE_PROMPT, MfMPipeline, SamplingOptions, negative_prompt_for, unit_frames
 from model.tasks import get_task
 
 RELEASE_TASKS = ("t2v", "i2v", "vexd", "itrans", "vtrans", "vsr", "vcolor", "vinp", "voutp", "vedit", "t2i", "isr",
@@ -186,11 +186,12 @@ def infer(args: argparse.Namespace) -> list[Path]:
         out = pipe(task, prompt, inputs, mask, seed=seed, options=options, num_frames=num_frames,
                    height=height, width=width, upscale=args.upscale, crop_type=args.crop_type,
                    framing="release", extra=added)
-        frames = out.frames[3:] if out.frames.shape[0] % 4 == 0 else out.frames  # (T, H, W, 3)
+        video = out.video[:, 3:] if out.video.shape[1] % 4 == 0 else out.video  # (3, T, H, W)
         name = f"{args.task}_{n:03d}"
         name = name if args.use_simple_name else f"{name}_{prompt.replace(' ', '_')[:200]}"
         if not is_video:
-            frames = frames.mean(0, keepdim=True)  # the release writes the mean frame as a png
+            video = video.mean(1, keepdim=True)  # the release writes the mean frame (before clamping) as a png
+        frames = unit_frames(video)  # (T, H, W, 3)
         media = out_dir / f"{name}{'.png' if not is_video else args.ext}"
         written += [write_media(frames, media, args.fps), write_frames(frames, media.with_suffix(".safetensors"))]
         print(f"{n}: {prompt_for_log(prompt)} -> {media}")

@@ -135,8 +135,9 @@ class VideoVAE(nn.Module):
         return latents.float() * self.scaling_factor  # (B, 16, t, H/8, W/8)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents (B, 16, t, h, w) -> video (B, 3, 4(t-1)+1, 8h, 8w) in [-1, 1], float32."""
+    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Scaled latents (B, 16, t, h, w) -> video (B, 3, 4(t-1)+1, 8h, 8w) in [-1, 1] (`clamp` False: as
+        decoded, a little beyond), float32."""
         if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(f"latents must be (B, {self.latent_channels}, t, h, w); got shape {tuple(latents.shape)}")
         z = latents.to(self.vae.device, self.vae.dtype) / self.scaling_factor
@@ -145,7 +146,7 @@ class VideoVAE(nn.Module):
         # frames, 4 of them for the first latent frame (which codes one frame). Drop 3, as the MfM release does.
         expected = pixel_frames(latents.shape[2])
         video = video[:, :, video.shape[2] - expected :]
-        return video.clamp(-1.0, 1.0)
+        return video.clamp(-1.0, 1.0) if clamp else video
 
 
 def _check_video(video: torch.Tensor) -> None:

@@ -150,8 +150,15 @@ def test_schemas_are_versioned():
     v1 = tables.CLIPS_SCHEMA.remove(tables.CLIPS_SCHEMA.get_field_index("proxies"))
     v1 = v1.with_metadata({tables.SCHEMA_VERSION_KEY: "1", tables.TABLE_KEY: "clips"})
     assert tables.check_schema(v1, "clips") == "1"
-    with pytest.raises(ValueError, match="schema version 1; this version of curation writes 2"):
+    with pytest.raises(ValueError, match="schema version 1; this version of curation writes 3"):
         tables.check_schema(v1, "clips", writing=True)
+    # A version-2 table (before the quality signals) is read too.
+    v3_columns = [c for c, v in tables.COLUMNS_SINCE.items() if v == "3"]
+    v2 = tables.CLIPS_SCHEMA
+    for name in v3_columns:
+        v2 = v2.remove(v2.get_field_index(name))
+    assert tables.check_schema(v2.with_metadata({tables.SCHEMA_VERSION_KEY: "2", tables.TABLE_KEY: "clips"}),
+                               "clips") == "2"
     with pytest.raises(ValueError, match="lacks columns"):
         tables.check_schema(tables.CLIPS_SCHEMA.remove(0), "clips")
 

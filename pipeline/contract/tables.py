@@ -43,6 +43,16 @@ table with `passed = False` and a `reject_reason`, and carry no media.
 | vae_latents | list<struct>? | optional, per resolution bucket: {bucket "HxW", shape [C,t,h,w], data float16} |
 | vae_model | string? | name of the VAE that made vae_latents |
 | proxies | list<struct>? | since version 2: smaller copies for low-resolution phases, smallest first (`PROXY_STRUCT`) |
+| text_area | float32? | since 3: mean share of the frame covered by detected text (PP-OCR detector), sampled frames |
+| text_boxes | list<list<float32>>? | since 3: the text boxes of the first sampled frame, [x0, y0, x1, y1] in [0, 1] |
+| watermark | float32? | since 3: 0-1 score of overlays that stay put near the borders across the sampled frames |
+| aesthetic | float32? | since 3: LAION aesthetic predictor score (about 1-10) on CLIP image embeddings |
+| clip_emb | list<float32>? | since 3: L2-normalised mean CLIP image embedding of the sampled frames (dedup, search) |
+| clip_model | string? | since 3: the CLIP model behind clip_emb and aesthetic |
+| caption_source | string? | since 3: `CAPTION_SOURCES`: "sidecar", "manifest", "model", or "" (no caption) |
+| caption_model | string? | since 3: the captioning model when caption_source is "model" |
+| quality_tags | list<string>? | since 3: `QUALITY_TAGS` the clip carries (thresholds in the curation config) |
+| duplicate_of | string? | since 3: clip_id of the clip this one near-duplicates (`mfm curate dedup`); never deleted |
 | config_hash | string | sha256 prefix of the curation config that wrote the row |
 | created_at | timestamp[ms, UTC] | when the row was written |
 
@@ -81,8 +91,12 @@ import uuid
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
-COLUMNS_SINCE = {"proxies": "2"}  # columns added after version 1 -> the version that added them
+SCHEMA_VERSION = "3"
+COLUMNS_SINCE = {
+    "proxies": "2",
+    **dict.fromkeys(("text_area", "text_boxes", "watermark", "aesthetic", "clip_emb", "clip_model", "caption_source",
+                     "caption_model", "quality_tags", "duplicate_of"), "3"),
+}  # columns added after version 1 -> the version that added them
 SCHEMA_VERSION_KEY = "mfm.schema_version"
 TABLE_KEY = "mfm.table"
 # 2.1 keeps `lance-encoding:blob` large_binary columns visible as blobs to lance.torch.data.LanceDataset.
@@ -92,6 +106,8 @@ SOURCES_TABLE = "sources"
 
 ROLES = ("clip", "edit_source", "edit_target")
 MEDIA_TYPES = ("video", "image")
+CAPTION_SOURCES = ("sidecar", "manifest", "model", "")
+QUALITY_TAGS = ("low_res", "watermarked", "text_heavy", "short_caption", "low_aesthetic")
 REJECT_REASONS = ("too_short", "too_blurry", "low_motion", "decode_error", "model_error")
 ERROR_KINDS = ("empty", "truncated", "not_media", "unsupported_codec", "unreadable", "decode_error")
 TEXT_MAX_TOKENS = 77
@@ -165,6 +181,16 @@ CLIPS_SCHEMA = pa.schema(
         pa.field("vae_latents", pa.list_(LATENT_STRUCT)),
         pa.field("vae_model", pa.string()),
         pa.field("proxies", pa.list_(PROXY_STRUCT)),
+        pa.field("text_area", pa.float32()),
+        pa.field("text_boxes", pa.list_(pa.list_(pa.float32()))),
+        pa.field("watermark", pa.float32()),
+        pa.field("aesthetic", pa.float32()),
+        pa.field("clip_emb", pa.list_(pa.float32())),
+        pa.field("clip_model", pa.string()),
+        pa.field("caption_source", pa.string()),
+        pa.field("caption_model", pa.string()),
+        pa.field("quality_tags", pa.list_(pa.string())),
+        pa.field("duplicate_of", pa.string()),
         pa.field("config_hash", pa.string()),
         pa.field("created_at", _TIMESTAMP),
     ],

@@ -70,3 +70,18 @@ def write_image(path: str | Path, size: tuple[int, int] = (96, 128), seed: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), texture(*size, seed=seed, sigma=1.5)[..., ::-1])
     return path
+
+
+def draw_text(frame: np.ndarray, text: str, xy: tuple[int, int], size: int = 24, plate: bool = True) -> np.ndarray:
+    """A copy of an RGB frame (H, W, 3) with black `text` at `xy` (left, top), on a white plate when `plate`
+    (PIL's bundled font: no font files needed)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=size)
+    if plate:
+        x0, y0, x1, y1 = draw.textbbox(xy, text, font=font)
+        draw.rectangle((x0 - 4, y0 - 4, x1 + 4, y1 + 4), fill=(255, 255, 255))
+    draw.text(xy, text, fill=(0, 0, 0), font=font)
+    return np.asarray(image).copy()

@@ -11,6 +11,7 @@ motion: {method: auto, raft_weights: /models/raft_large.pth, threshold: 5}
 depth: {model: /models/depth-anything-v2-small}
 proxies: {phases: [128x224, 352x640]}
 text: {model: /models/t5-v1_1-xxl}
+ocr: {n_frames: 4, border: 0.15}  # on when rapidocr is installed; {enabled: false} turns it off
 ```
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,6 +140,35 @@ class TextConfig(ModelStageConfig):
     batch_size: int = Field(16, ge=1)
 
 
+def rapidocr_installed() -> bool:
+    """True when `rapidocr` and `onnxruntime` can be imported (the OCR stage is on by default then)."""
+    return find_spec("rapidocr") is not None and find_spec("onnxruntime") is not None
+
+
+class OcrConfig(ModelStageConfig):
+    """PP-OCR text detector (rapidocr) -> text_area, text_boxes, watermark on `n_frames` frames per clip."""
+
+    enabled: bool | None = None  # None: on when rapidocr is installed; True: required; False: off
+    n_frames: int = Field(4, ge=1)  # frames sampled per clip (watermark needs >= 2)
+    max_side: int = Field(640, ge=32)  # detector input: longest side, px
+    border: float = Field(0.15, gt=0, le=0.5)  # watermark: boxes wholly inside this share of a side
+    min_iou: float = Field(0.5, gt=0, le=1)  # watermark: box matches between sampled frames below count as 0
+    det_thresh: float = Field(0.3, gt=0, lt=1)  # detector pixel threshold
+    box_thresh: float = Field(0.5, gt=0, lt=1)  # detector box score threshold
+    gpus: float | None = Field(0.0, ge=0)  # > 0 uses ONNX Runtime's CUDA provider (needs onnxruntime-gpu)
+
+    @model_validator(mode="after")
+    def _installed(self) -> OcrConfig:
+        if self.enabled and not rapidocr_installed():
+            raise ValueError("enabled, but rapidocr/onnxruntime are not installed (make env installs them)")
+        return self
+
+    @property
+    def on(self) -> bool:
+        """Whether the stage runs: `enabled`, or rapidocr installed when it is None."""
+        return rapidocr_installed() if self.enabled is None else self.enabled
+
+
 class VaeConfig(ModelStageConfig):
     model: str | None = None  # folder for model.vae.VideoVAE; None: stage off
     name: str = "cogvideox-vae"
@@ -172,6 +203,7 @@ class CurateConfig(_Section):
     proxies: ProxyConfig = Field(default_factory=ProxyConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     vae: VaeConfig = Field(default_factory=VaeConfig)
+    ocr: OcrConfig = Field(default_factory=OcrConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     def content_hash(self) -> str:

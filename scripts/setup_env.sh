@@ -16,6 +16,9 @@ fi
 "$PY" -m pip install --quiet -c constraints.txt torch torchvision
 DS_BUILD_OPS=0 "$PY" -m pip install --quiet --no-build-isolation -c constraints.txt deepspeed
 "$PY" -m pip install --quiet -c constraints.txt -e ".[test]"
+# rapidocr (PP-OCR ONNX models ship in its wheel) with --no-deps: some releases require opencv-python, which
+# would overwrite our opencv-python-headless (same cv2 module); the deps it imports are pinned in pyproject.toml.
+"$PY" -m pip install --quiet --no-deps -c constraints.txt rapidocr
 # DeepSpeed JIT-compiles its CPU shared-memory comm op on the first distributed start: do it once here.
 "$PY" -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()"
 touch "$STAMP"

@@ -207,10 +207,10 @@ def test_stages_declare_resources_and_columns():
     cfg = load_config(overrides={"depth.model": "d", "text.model": "t"})
     stages = build_stages(cfg, gpus=1.0)
     names = [s.name for s in stages]
-    assert names == ["probe", "shot_split", "blur", "motion_frames", "motion", "filter", "clip_encode", "depth",
-                     "proxies", "text_embed", "write"]  # fmt: skip
+    assert names == ["probe", "shot_split", "blur", "motion_frames", "motion", "filter", "clip_encode", "ocr",
+                     "depth", "proxies", "text_embed", "write"]  # fmt: skip
     assert all(isinstance(s, Stage) and s.describe()["writes"] for s in stages)
-    model_stages = [s for s in stages if s.actors]
+    model_stages = [s for s in stages if s.actors and s.name != "ocr"]  # ocr: CPU unless ocr.gpus is set
     assert [s.name for s in model_stages] == ["depth", "text_embed"]
     assert sum(s.resources.gpus for s in model_stages) <= 1.0 and all(s.resources.gpus > 0 for s in model_stages)
     assert all(s.resources.cpus < 1 for s in stages)  # fractional: two cores never deadlock

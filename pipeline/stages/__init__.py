@@ -10,6 +10,7 @@ from pipeline.stages.depth import DepthStage
 from pipeline.stages.filter import FilterStage
 from pipeline.stages.motion import MotionStage
 from pipeline.stages.motion_frames import MotionFramesStage
+from pipeline.stages.ocr import OcrStage
 from pipeline.stages.probe import ProbeStage
 from pipeline.stages.proxies import ProxyStage
 from pipeline.stages.shot_split import ShotSplitStage
@@ -52,6 +53,10 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
                         keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.proxies.phases),
                         **per_clip, **io),  # fmt: skip
     ]
+    if cfg.ocr.on:
+        o = cfg.ocr
+        stages.append(OcrStage(n_frames=o.n_frames, max_side=o.max_side, border=o.border, min_iou=o.min_iou,
+                               det_thresh=o.det_thresh, box_thresh=o.box_thresh, **actor(o), **io))  # fmt: skip
     if cfg.depth.model:
         stages.append(DepthStage(model_path=cfg.depth.model, model_name=cfg.depth.name,
                                  frames_per_forward=cfg.depth.batch_size, precision=cfg.depth.precision,

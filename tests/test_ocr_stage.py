@@ -1,0 +1,95 @@
+"""The OCR stage with rapidocr's shipped PP-OCR detector on real encoded clips: text area and watermark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from config_files import ConfigError
+from mfm import synthetic
+from pipeline.config import load_config
+from pipeline.inputs import source_row
+from pipeline.ops import ocr
+from pipeline.stages import build_stages
+from pipeline.stages.clip_encode import ClipEncodeStage
+from pipeline.stages.ocr import OcrStage
+from pipeline.stages.probe import ProbeStage
+from pipeline.stages.shot_split import ShotSplitStage
+
+pytest.importorskip("rapidocr")
+H, W, T = 240, 320, 17
+
+
+@pytest.fixture(scope="module")
+def stage() -> OcrStage:
+    stage = OcrStage(actors=1)
+    stage.setup()
+    return stage
+
+
+def _clip_rows(tmp_path, videos: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Frames -> H.264 files -> probe, shot split, clip encode (the stored clip the stage reads)."""
+    cache = {"cache_dir": str(tmp_path / "cache")}
+    rows = [source_row(str(synthetic.write_video(tmp_path / f"{name}.mp4", f))) for name, f in videos.items()]
+    rows = ShotSplitStage(min_frames=9, max_frames=T, **cache).process(ProbeStage(**cache).process(rows))
+    rows = ClipEncodeStage(**cache).process(rows)
+    return {r["source_uri"].rsplit("/", 1)[-1].removesuffix(".mp4"): r for r in rows}
+
+
+def _background(seed: int) -> np.ndarray:
+    return synthetic.moving_frames(T, H, W, (2.0, 0.0), seed=seed, sigma=1.0)  # sharp moving texture
+
+
+def test_rendered_text_covers_far_more_area_than_texture(tmp_path, stage):
+    lines = [("SUMMER SALE 2024", 60), ("BEST PRICES HERE", 110), ("OPEN EVERY DAY", 160)]
+    text = np.stack([_draw_lines(f, lines) for f in _background(1)])
+    rows = stage.process(list(_clip_rows(tmp_path, {"text": text, "plain": _background(2)}).values()))
+    by = {r["source_uri"].rsplit("/", 1)[-1]: r for r in rows}
+    with_text, plain = by["text.mp4"], by["plain.mp4"]
+    print(f"text_area with text {with_text['text_area']:.4f}, without {plain['text_area']:.4f}")
+    assert with_text["text_area"] > 0.08 and plain["text_area"] < 0.01
+    assert with_text["text_area"] > 20 * max(plain["text_area"], 1e-3)
+    boxes = with_text["text_boxes"]
+    assert len(boxes) >= 3 and all(0 <= v <= 1 for b in boxes for v in b)
+    tops = sorted(b[1] * H for b in boxes)
+    assert all(any(abs(t - y) < 12 for t in tops) for _, y in lines), tops  # one box per rendered line
+
+
+def _draw_lines(frame: np.ndarray, lines: list[tuple[str, int]]) -> np.ndarray:
+    for text, y in lines:
+        frame = synthetic.draw_text(frame, text, (30, y), size=28)
+    return frame
+
+
+def test_static_corner_text_scores_high_watermark_and_moving_text_does_not(tmp_path, stage):
+    static = np.stack([synthetic.draw_text(f, "NEWS TV", (W - 110, 8), size=20) for f in _background(3)])
+    moving = np.stack([synthetic.draw_text(f, "BREAKING", (10 + 12 * i, H - 30), size=20)
+                       for i, f in enumerate(_background(4))])  # fmt: skip
+    rows = _clip_rows(tmp_path, {"static": static, "moving": moving, "plain": _background(5)})
+    scored = {name: stage.process([row])[0] for name, row in rows.items()}
+    marks = {name: row["watermark"] for name, row in scored.items()}
+    print("watermark", {k: round(v, 4) for k, v in marks.items()})
+    assert marks["static"] > 0.7 and marks["moving"] < 0.2 and marks["plain"] == 0.0
+    assert scored["moving"]["text_area"] > 0.005  # the moving text was seen, it just does not stay put
+
+
+def test_watermark_math_on_known_boxes():
+    corner = [0.85, 0.02, 0.98, 0.1]
+    assert ocr.watermark_score([[corner]] * 4) == pytest.approx(1.0)
+    shifted = [[[0.02 + 0.2 * i, 0.9, 0.15 + 0.2 * i, 0.98]] for i in range(4)]
+    assert ocr.watermark_score(shifted) == 0.0
+    assert ocr.watermark_score([[[0.4, 0.4, 0.6, 0.6]]] * 4) == 0.0  # centre text is not a watermark
+    assert ocr.watermark_score([[corner]]) is None  # one frame: persistence unknown
+    quads = np.array([[[0, 0], [50, 0], [50, 20], [0, 20]], [[25, 0], [75, 0], [75, 20], [25, 20]]], np.float32)
+    assert ocr.text_area(quads, 100, 100) == pytest.approx(76 * 21 / 1e4)  # union, filled inclusively
+
+
+def test_ocr_stage_is_built_after_clip_encode_and_bad_knobs_are_rejected():
+    names = [s.name for s in build_stages(load_config())]
+    assert names[names.index("clip_encode") + 1] == "ocr"
+    ocr_stage = next(s for s in build_stages(load_config()) if s.name == "ocr")
+    assert ocr_stage.actors == 1 and ocr_stage.resources.cpus < 1 and ocr_stage.resources.gpus == 0
+    assert "ocr" not in [s.name for s in build_stages(load_config(overrides={"ocr.enabled": False}))]
+    for key, value in (("ocr.border", 0.7), ("ocr.n_frames", 0), ("ocr.min_iou", 0), ("ocr.detector", "x")):
+        with pytest.raises(ConfigError, match=key.split(".")[1]):
+            load_config(overrides={key: value})

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
+
+import lance
 import numpy as np
 import pytest
 
 from config_files import ConfigError
 from mfm import synthetic
 from pipeline.config import load_config
+from pipeline.contract import tables
 from pipeline.inputs import source_row
 from pipeline.ops import ocr
 from pipeline.stages import build_stages
+from pipeline.stages.base import rows_to_table
 from pipeline.stages.clip_encode import ClipEncodeStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.probe import ProbeStage
@@ -71,6 +76,14 @@ def test_static_corner_text_scores_high_watermark_and_moving_text_does_not(tmp_p
     print("watermark", {k: round(v, 4) for k, v in marks.items()})
     assert marks["static"] > 0.7 and marks["moving"] < 0.2 and marks["plain"] == 0.0
     assert scored["moving"]["text_area"] > 0.005  # the moving text was seen, it just does not stay put
+
+    # the columns land in a real v3 Lance clips table and read back
+    now = datetime.datetime.now(datetime.UTC)
+    clips = [{**row, "config_hash": "test", "created_at": now} for row in scored.values()]
+    lance.write_dataset(rows_to_table(clips, tables.CLIPS_SCHEMA), tmp_path / "clips.lance", schema=tables.CLIPS_SCHEMA)
+    back = lance.dataset(tmp_path / "clips.lance").to_table(columns=["watermark", "text_area", "text_boxes"])
+    assert back["watermark"].to_pylist() == pytest.approx(list(marks.values()), abs=1e-6)
+    assert len(back["text_boxes"].to_pylist()[0]) >= 1 and back["text_boxes"].to_pylist()[2] == []
 
 
 def test_watermark_math_on_known_boxes():

@@ -128,3 +128,18 @@ def test_bad_threshold_is_rejected_before_work(deduped):
     version = lance.dataset(deduped / "clips.lance").version
     assert cli.main(["dedup", str(deduped), "--threshold", "1.5"]) == 2
     assert lance.dataset(deduped / "clips.lance").version == version
+
+
+def test_aesthetic_config_needs_a_head_and_is_off_by_default(tmp_path):
+    from config_files import ConfigError
+    from pipeline.config import load_config
+    from pipeline.stages import build_stages
+
+    assert "aesthetic" not in [s.name for s in build_stages(load_config())]
+    cfg = load_config(overrides={"aesthetic.model": "/m/clip", "aesthetic.head": "/m/head.pth"})
+    stage = next(s for s in build_stages(cfg) if s.name == "aesthetic")
+    assert stage.actors == 1 and stage.resources.cpus == 0.25 and stage.n_frames == 4
+    with pytest.raises(ConfigError, match="aesthetic.head"):
+        load_config(overrides={"aesthetic.model": "/m/clip"})
+    with pytest.raises(ConfigError, match="threshold"):
+        load_config(overrides={"dedup.threshold": 0})

@@ -4,6 +4,7 @@
                [--config curate.yaml] [--set key=value ...] [--address ray://...|auto]
                [--describe] [--score-only]
     mfm curate report <dir> --out report.html
+    mfm curate dedup <dir> [--threshold 0.95] [--config curate.yaml] [--storage KEY=VALUE ...]
 
 Exit status: 0 with a summary; 2 on a config or input error (before any work); 1 when every input
 failed or the run stopped early (a rerun finishes it).
@@ -42,6 +43,18 @@ def _report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dedup_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfm curate dedup",
+                                description="mark near-duplicate clips in duplicate_of (never deletes)")  # fmt: skip
+    p.add_argument("output", help="the --output folder of a curation run")
+    p.add_argument("--threshold", type=float, help="cosine of clip_emb at or above which a clip is a duplicate "
+                                                   "(default: dedup.threshold of the config, 0.95)")  # fmt: skip
+    p.add_argument("--config", help="YAML config (storage and dedup sections are used)")
+    p.add_argument("--storage", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Lance storage option, e.g. --storage endpoint=http://minio:9000")  # fmt: skip
+    return p
+
+
 def describe(cfg: CurateConfig) -> str:
     """Every stage in order with its kind, resources, batch size and the columns it reads and writes."""
     from pipeline.stages import build_stages
@@ -53,7 +66,8 @@ def describe(cfg: CurateConfig) -> str:
         lines += [f"{d['stage']:<14} {d['kind']:<10} cpus={d['cpus']} gpus={gpus} batch={d['batch_size']}",
                   f"    reads:  {', '.join(d['reads'])}", f"    writes: {', '.join(d['writes'])}"]  # fmt: skip
     lines.append(f"motion: {cfg.motion.backend}; depth: {cfg.depth.model or 'off (set depth.model)'}; "
-                 f"text: {cfg.text.model or 'off (set text.model)'}; vae: {cfg.vae.model or 'off'}; "
+                 f"text: {cfg.text.model or 'off (set text.model)'}; "
+                 f"aesthetic: {cfg.aesthetic.model or 'off (set aesthetic.model)'}; vae: {cfg.vae.model or 'off'}; "
                  f"score_only: {cfg.run.score_only}")  # fmt: skip
     return "\n".join(lines)
 
@@ -63,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     if argv[:1] == ["report"]:
         return _report(_report_parser().parse_args(argv[1:]), console)
+    if argv[:1] == ["dedup"]:
+        return _dedup(_dedup_parser().parse_args(argv[1:]), console)
     args = _curate_parser().parse_args(argv)
     try:
         overrides = parse_overrides(args.overrides)
@@ -108,4 +124,26 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         return 2
     path = write_report(args.output, args.out, n_clips=args.clips, storage_options=cfg.storage.lance_options)
     console.print(f"report: {path}", highlight=False)
+    return 0
+
+
+def _dedup(args: argparse.Namespace, console: Console) -> int:
+    from pipeline.dedup import dedup
+
+    try:
+        overrides = {} if args.threshold is None else {"dedup.threshold": args.threshold}
+        cfg = load_config(args.config, overrides)
+        extra = {}
+        for pair in args.storage:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--storage {pair!r}: expected KEY=VALUE")
+            extra[key] = value
+    except ConfigError as exc:
+        console.print(f"mfm curate dedup: config error: {exc}", highlight=False, markup=False)
+        return 2
+    d = cfg.dedup
+    summary = dedup(args.output, d.threshold, d.k, d.index_min_rows, {**cfg.storage.lance_options, **extra})
+    for line in summary.lines():
+        console.print(line, highlight=False, markup=False)
     return 0

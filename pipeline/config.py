@@ -12,6 +12,8 @@ depth: {model: /models/depth-anything-v2-small}
 proxies: {phases: [128x224, 352x640]}
 text: {model: /models/t5-v1_1-xxl}
 ocr: {n_frames: 4, border: 0.15}  # on when rapidocr is installed; {enabled: false} turns it off
+aesthetic: {model: /models/clip-vit-large-patch14, head: /models/sa_0_4_vit_l_14_linear.pth}
+dedup: {threshold: 0.95}
 ```
 """
 
@@ -169,6 +171,27 @@ class OcrConfig(ModelStageConfig):
         return rapidocr_installed() if self.enabled is None else self.enabled
 
 
+class AestheticConfig(ModelStageConfig):
+    model: str | None = None  # transformers CLIP vision folder (model.clip_image); None: stage off
+    head: str | None = None  # LAION linear head state dict (.pth / .safetensors) on that CLIP's embeddings
+    name: str = "clip-vit-l-14"  # recorded in clip_model
+    n_frames: int = Field(4, ge=1)  # frames sampled per clip, first and last included
+    batch_size: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _head(self) -> AestheticConfig:
+        if self.model and not self.head:
+            raise ValueError("aesthetic.model is set but aesthetic.head is not (the LAION head's local path)")
+        return self
+
+
+class DedupConfig(_Section):
+    # `mfm curate dedup`: a clip whose clip_emb has cosine >= threshold with an earlier clip is its duplicate
+    threshold: float = Field(0.95, gt=0, le=1)
+    k: int = Field(10, ge=1)  # neighbours looked at per clip
+    index_min_rows: int = Field(5000, ge=1)  # fewer clips: exact (flat) search, no IVF index
+
+
 class VaeConfig(ModelStageConfig):
     model: str | None = None  # folder for model.vae.VideoVAE; None: stage off
     name: str = "cogvideox-vae"
@@ -204,11 +227,13 @@ class CurateConfig(_Section):
     text: TextConfig = Field(default_factory=TextConfig)
     vae: VaeConfig = Field(default_factory=VaeConfig)
     ocr: OcrConfig = Field(default_factory=OcrConfig)
+    aesthetic: AestheticConfig = Field(default_factory=AestheticConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     def content_hash(self) -> str:
         """Hash of everything that changes what rows contain (not storage or execution knobs)."""
-        data = self.model_dump(mode="json", exclude={"storage": True, "run": True})
+        data = self.model_dump(mode="json", exclude={"storage": True, "run": True, "dedup": True})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

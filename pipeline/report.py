@@ -1,7 +1,8 @@
 """`mfm curate report`: one self-contained HTML file about a curated output folder.
 
-Histograms (inline SVG) of blur, motion, duration and size; rejection reasons; failed sources with
-their errors; and a contact sheet (PNG, base64-embedded) of kept clips beside their depth maps.
+Histograms (inline SVG) of blur, motion, duration, size and aesthetic score; the near-duplicate count;
+rejection reasons; failed sources with their errors; and a contact sheet (PNG, base64-embedded) of kept clips
+beside their depth maps.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def write_report(output: str, out_html: str | Path, n_clips: int = 8, storage_op
     """Read the tables under `output` and write the report to `out_html` (and the sheet to `sheet_png`)."""
     clips_ds = commits.open_or_create(output, tables.CLIPS_TABLE, storage_options)
     sources_ds = commits.open_or_create(output, tables.SOURCES_TABLE, storage_options)
-    clips = clips_ds.to_table(columns=_SCALAR_COLUMNS).to_pylist()
+    extra = [c for c in ("aesthetic", "duplicate_of") if c in clips_ds.schema.names]  # v3 columns
+    clips = clips_ds.to_table(columns=_SCALAR_COLUMNS + extra).to_pylist()
+    duplicates = sum(c.get("duplicate_of") is not None for c in clips)
     sources = sources_ds.to_table(columns=["uri", "status", "error_kind", "error", "n_clips", "n_clips_passed"])
     sources = sources.to_pylist()
 
@@ -126,6 +129,7 @@ def write_report(output: str, out_html: str | Path, n_clips: int = 8, storage_op
         svg_histogram([c["duration_s"] for c in videos], "duration", " s"),
         svg_histogram([min(c["source_width"] or 0, c["source_height"] or 0) for c in clips], "size (short side)",
                       " px"),
+        svg_histogram([c.get("aesthetic") for c in clips], "aesthetic score (LAION)"),
     ])  # fmt: skip
     reason_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in reasons.most_common())
     failed_rows = "".join(
@@ -141,7 +145,8 @@ img{{max-width:100%}} .clip{{display:flex;align-items:center;gap:12px}}
 <h1>mfm curate report</h1>
 <p>{html.escape(str(output))} &middot; clips table v{clips_ds.version}, sources v{sources_ds.version}</p>
 <p><b>{len(sources)}</b> sources ({len(failed)} failed) &middot; <b>{len(clips)}</b> clips:
-<b>{len(kept)}</b> kept, <b>{len(clips) - sum(c['passed'] for c in clips)}</b> rejected</p>
+<b>{len(kept)}</b> kept, <b>{len(clips) - sum(c['passed'] for c in clips)}</b> rejected,
+<b>{duplicates}</b> near-duplicates (duplicate_of set by <code>mfm curate dedup</code>)</p>
 <h2>Distributions</h2>{hists}
 <h2>Rejection reasons</h2><table><tr><th>reason</th><th>clips</th></tr>{reason_rows}</table>
 <h2>Failed sources</h2><table><tr><th>uri</th><th>kind</th><th>error</th></tr>{failed_rows}</table>

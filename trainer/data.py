@@ -101,9 +101,14 @@ def is_held_out(clip_id: str, share: float) -> bool:
 
 
 def _usable_rows(ds: lance.LanceDataset, extra_filter: str | None) -> tuple[np.ndarray, list[str]]:
-    """Offsets and clip ids of passed rows with media (plus `extra_filter`); edit targets are read with their
-    source row, not on their own."""
+    """Offsets and clip ids of passed rows with media (plus `extra_filter`), not marked near-duplicates
+    (`duplicate_of`, schema v3); edit targets are read with their source row, not on their own."""
     where = "passed AND video IS NOT NULL AND role != 'edit_target'"
+    if "duplicate_of" in ds.schema.names:
+        duplicates = ds.count_rows(filter=f"{where} AND duplicate_of IS NOT NULL")
+        if duplicates:
+            log.info("skipping %d near-duplicate clips (duplicate_of set by mfm curate dedup)", duplicates)
+        where += " AND duplicate_of IS NULL"
     where += f" AND ({extra_filter})" if extra_filter else ""
     every = ds.to_table(columns=[], with_row_id=True)["_rowid"].to_numpy()
     chosen = ds.to_table(columns=["clip_id"], filter=where, with_row_id=True)

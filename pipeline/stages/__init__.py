@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.config import CurateConfig, ModelStageConfig
+from pipeline.stages.aesthetic import AestheticStage
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.blur import BlurStage
 from pipeline.stages.clip_encode import ClipEncodeStage
@@ -25,7 +26,8 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
     cpu = Resources(cpus=cfg.run.cpus_per_task)
     per_clip = {"resources": cpu, "batch_size": cfg.run.clip_batch_size}
     backend = cfg.motion.backend
-    models = [c for c in (cfg.depth, cfg.text, cfg.vae) if c.model] + ([cfg.motion] if backend != "farneback" else [])
+    models = [c for c in (cfg.depth, cfg.text, cfg.vae, cfg.aesthetic) if c.model]
+    models += [cfg.motion] if backend != "farneback" else []
     share = int(100 / len(models)) / 100 if models else 0.0  # GPUs split evenly between model stages
 
     def actor(c: ModelStageConfig) -> dict:
@@ -50,7 +52,7 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
         FilterStage(blur_threshold=cfg.blur.threshold, motion_threshold=cfg.motion.threshold,
                     score_only=run.score_only, **per_clip),  # fmt: skip
         ClipEncodeStage(crf=clip.crf, preset=clip.preset,
-                        keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.proxies.phases),
+                        keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.aesthetic.model or cfg.proxies.phases),
                         **per_clip, **io),  # fmt: skip
     ]
     if cfg.ocr.on:
@@ -61,6 +63,11 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
         stages.append(DepthStage(model_path=cfg.depth.model, model_name=cfg.depth.name,
                                  frames_per_forward=cfg.depth.batch_size, precision=cfg.depth.precision,
                                  **actor(cfg.depth), **io))  # fmt: skip
+    if cfg.aesthetic.model:
+        stages.append(AestheticStage(model_path=cfg.aesthetic.model, head_path=cfg.aesthetic.head or "",
+                                     model_name=cfg.aesthetic.name, n_frames=cfg.aesthetic.n_frames,
+                                     **{**actor(cfg.aesthetic), "batch_size": cfg.aesthetic.batch_size},
+                                     **io))  # fmt: skip
     if cfg.proxies.phases:
         stages.append(ProxyStage(phases=cfg.proxies.phase_sizes, aspect_ratios=tuple(cfg.proxies.aspect_ratios),
                                  crf=cfg.proxies.crf, preset=clip.preset, **per_clip))  # fmt: skip

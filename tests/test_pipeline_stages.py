@@ -211,6 +211,6 @@ def test_stages_declare_resources_and_columns():
                      "proxies", "text_embed", "write"]  # fmt: skip
     assert all(isinstance(s, Stage) and s.describe()["writes"] for s in stages)
     model_stages = [s for s in stages if s.actors]
-    assert [s.name for s in model_stages] == ["depth", "text_embed"]
+    assert [s.name for s in model_stages] == ["shot_split", "depth", "text_embed"]
     assert sum(s.resources.gpus for s in model_stages) <= 1.0 and all(s.resources.gpus > 0 for s in model_stages)
     assert all(s.resources.cpus < 1 for s in stages)  # fractional: two cores never deadlock

@@ -47,6 +47,33 @@ def moving_frames(
     return np.stack(frames)
 
 
+def transition_frames(
+    shots: list[int], dissolves: dict[int, int] | None = None, height: int = 108, width: int = 192,
+    speed: tuple[float, float] = (1.5, 0.0), seed: int = 0,
+) -> np.ndarray:
+    """Frames (T, H, W, 3) of consecutive panning shots of different textures, `shots` frames each.
+
+    Between shot k and k+1 the cut is hard (shot k+1 starts at frame sum(shots[:k+1])) unless
+    `dissolves[k] = d`: then the last `d` frames of shot k cross-dissolve into shot k+1, weight
+    (j + 1) / (d + 1) on the new shot at dissolve frame j. One shot is one continuous pan.
+    """
+    dissolves = dissolves or {}
+    rng = np.random.default_rng(seed)
+    clips = []
+    for k, n in enumerate(shots):  # each shot: its own texture, scale and colour cast, like a new scene
+        frames = moving_frames(n + dissolves.get(k - 1, 0), height, width, speed, seed + k, sigma=3.0 + 3 * (k % 3))
+        tint = rng.uniform(0, 255, 3).astype(np.float32)
+        clips.append(0.55 * frames + 0.45 * tint)
+    out = clips[0]
+    for k, nxt in enumerate(clips[1:]):
+        d = dissolves.get(k, 0)
+        if d:
+            w = (np.arange(1, d + 1, dtype=np.float32) / (d + 1))[:, None, None, None]
+            out[-d:] = out[-d:] * (1 - w) + nxt[:d] * w
+        out = np.concatenate([out, nxt[d:]])
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 24.0, crf: int = 12) -> Path:
     """uint8 frames (T, H, W, 3) RGB, even H and W -> H.264 mp4 at `path`."""
     path = Path(path)

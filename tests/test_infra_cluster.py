@@ -128,7 +128,7 @@ def work() -> Path:
 def _write_config(path: Path, cache_dir: Path, storage: str) -> Path:
     path.write_text(
         f"storage: {storage}\n"
-        "clip: {min_frames: 9, max_frames: 17}\n"
+        "clip: {shot_detector: hsv, min_frames: 9, max_frames: 17}\n"
         "motion: {threshold: 1.0, analysis_short_side: 96, n_pairs: 4}\n"
         f"run: {{commit_every: 2, cache_dir: {cache_dir}}}\n"
     )

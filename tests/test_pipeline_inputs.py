@@ -71,6 +71,10 @@ def test_config_errors_name_the_path_and_the_allowed_values(tmp_path):
     assert "storage.options" in text and "5" not in text.split("storage.options")[1]  # values there stay hidden
     with pytest.raises(ConfigError, match="min_frames"):
         load_config(overrides={"clip.min_frames": 120})
+    with pytest.raises(ConfigError, match="clip.shot_detector.*'transnetv2' or 'hsv'"):
+        load_config(overrides={"clip.shot_detector": "pyscene"})
+    with pytest.raises(ConfigError, match="clip.transnet_threshold"):
+        load_config(overrides={"clip.transnet_threshold": 1.5})
 
 
 def test_cli_config_error_exits_2_before_any_work(tmp_path, capsys):

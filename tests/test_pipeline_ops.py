@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import video_fixtures as vf
 
+from mfm import synthetic
 from pipeline.contract import codecs, tables
+from pipeline.contract.codecs import video_frames
 from pipeline.contract.frames import frames_to_tensor
-from pipeline.ops import blur, media, motion, shots
+from pipeline.ops import blur, media, motion, shots, transnet
 
 SIZE = (128, 160)  # (H, W); RAFT needs >= 128 px on both sides at the analysis size
 
@@ -71,6 +73,34 @@ def test_clip_windows_cover_every_frame_once():
     assert covered == list(range(100))
     assert [(w.start, w.end, w.long_enough) for w in windows[:3]] == [(0, 17, True), (17, 30, True), (30, 47, True)]
     assert (47, 50, False) in [(w.start, w.end, w.long_enough) for w in windows]
+
+
+@pytest.fixture(scope="module")
+def transnet_model():
+    return transnet.load_model("cpu")
+
+
+def test_transnetv2_finds_a_hard_cut_and_a_dissolve_but_none_in_a_pan(tmp_path, transnet_model):
+    # shots of 40, 60, 50 frames at 25 fps: a hard cut at frame 40 (the new shot's first frame); the last 12
+    # frames of shot 2 (88..99) cross-dissolve into shot 3, which starts clean at frame 100
+    cut_dissolve = synthetic.write_video(tmp_path / "cd.mp4", synthetic.transition_frames([40, 60, 50], {1: 12}), 25)
+    pan = synthetic.write_video(tmp_path / "pan.mp4", synthetic.transition_frames([150]), 25)
+    small = transnet.scan_small(video_frames(str(cut_dissolve)))
+    assert small.shape == (150, 27, 48, 3)
+    spans = transnet.transition_spans(*transnet.predict(transnet_model, small, batch_size=2))
+    assert len(spans) == 2, spans
+    (cut_start, cut_end), (dis_start, dis_end) = spans
+    assert cut_end - cut_start <= 2 and abs(cut_end - 40) <= 1, spans  # measured: (39, 40)
+    assert abs(dis_start - 88) <= 1 and abs(dis_end - 100) <= 1, spans  # measured: (89, 100)
+    shot_spans = shots.shots_between(150, transitions=spans)
+    assert len(shot_spans) == 3 and not any(s < dis_end and e > dis_start for s, e in shot_spans)
+    pan_small = transnet.scan_small(video_frames(str(pan)))
+    assert transnet.transition_spans(*transnet.predict(transnet_model, pan_small)) == []
+
+
+def test_shots_between_leaves_transitions_out():
+    assert shots.shots_between(100, cuts=[30], transitions=[(10, 12), (60, 70)]) == [(0, 10), (12, 30), (30, 60),
+                                                                                     (70, 100)]  # fmt: skip
 
 
 def test_blurred_copy_scores_far_lower(tmp_path):

@@ -62,7 +62,7 @@ def work(tmp_path_factory) -> Path:
 
     tiny = write_tiny_pretrained(root / "tiny")
     (root / "curate.yaml").write_text(
-        "clip: {min_frames: 9, max_frames: 17}\n"
+        "clip: {shot_detector: hsv, min_frames: 9, max_frames: 17}\n"
         "motion: {threshold: 1.0, analysis_short_side: 128, n_pairs: 4}\n"
         f"depth: {{model: {tiny['depth']}}}\n"
         f"text: {{model: {tiny['root']}}}\n"
@@ -223,7 +223,7 @@ def many(work) -> tuple[Path, Path]:
         vf.write_moving_pattern(folder / f"v{k}.mp4", 20, SIZE, (1.0 + k, 0.0), seed=10 + k)
     config = work / "fast.yaml"
     config.write_text(
-        "clip: {min_frames: 5, max_frames: 9}\nmotion: {threshold: 2.5, analysis_short_side: 128}\n"
+        "clip: {shot_detector: hsv, min_frames: 5, max_frames: 9}\nmotion: {threshold: 2.5, analysis_short_side: 128}\n"
         f"run: {{commit_every: 1, clip_batch_size: 1, write_batch_size: 1, cache_dir: {work / 'cache'}}}\n"
     )
     return folder, config

@@ -7,6 +7,7 @@ import pytest
 import torch
 import video_fixtures as vf
 
+from mfm import synthetic
 from pipeline.config import load_config
 from pipeline.contract import codecs, tables
 from pipeline.inputs import source_row
@@ -20,7 +21,7 @@ from pipeline.stages.motion import MotionStage
 from pipeline.stages.motion_frames import MotionFramesStage
 from pipeline.stages.probe import ProbeStage
 from pipeline.stages.proxies import ProxyStage
-from pipeline.stages.shot_split import ShotSplitStage
+from pipeline.stages.shot_split import ShotSplitStage, TransNetShotSplitStage
 from pipeline.stages.text_embed import TextEmbedStage
 from pipeline.stages.vae_latents import VaeLatentStage
 
@@ -66,6 +67,18 @@ def test_shot_split_cuts_windows_and_images(tmp_path):
     assert (still["media_type"], still["frame_start"], still["frame_end"], still["n_frames"]) == ("image", 0, 1, 1)
     score_only = _split(tmp_path, [source_row(str(video))], reject_short=False)
     assert all(r["passed"] and r["reject_reason"] is None for r in score_only)
+
+
+def test_transnet_split_keeps_2s_shots_at_25fps_and_cuts_long_shots(tmp_path):
+    # three 2-second shots at 25 fps, then a 130-frame shot; hard cuts at 50, 100, 150
+    video = synthetic.write_video(tmp_path / "street.mp4", synthetic.transition_frames([50, 50, 50, 130]), 25)
+    cache = {"cache_dir": str(tmp_path / "cache")}
+    stage = TransNetShotSplitStage(min_frames=49, max_frames=97, device="cpu", actors=1, **cache)
+    stage.setup()
+    rows = stage.process(ProbeStage(**cache).process([source_row(str(video))]))
+    spans = [(r["frame_start"], r["frame_end"], r["reject_reason"]) for r in rows]
+    assert spans == [(0, 49, None), (50, 99, None), (100, 149, None), (150, 247, None), (247, 280, "too_short")]
+    assert {r["src_n_shots"] for r in rows} == {4}
 
 
 def test_edit_pairs_link_source_to_target_by_span(tmp_path):
@@ -211,6 +224,6 @@ def test_stages_declare_resources_and_columns():
                      "depth", "proxies", "text_embed", "write"]  # fmt: skip
     assert all(isinstance(s, Stage) and s.describe()["writes"] for s in stages)
     model_stages = [s for s in stages if s.actors and s.name != "ocr"]  # ocr: CPU unless ocr.gpus is set
-    assert [s.name for s in model_stages] == ["depth", "text_embed"]
+    assert [s.name for s in model_stages] == ["shot_split", "depth", "text_embed"]
     assert sum(s.resources.gpus for s in model_stages) <= 1.0 and all(s.resources.gpus > 0 for s in model_stages)
     assert all(s.resources.cpus < 1 for s in stages)  # fractional: two cores never deadlock

@@ -83,6 +83,14 @@ def test_samples_come_in_buckets_with_the_image_share(curated):
     assert extras == {"#FPS: 12."}  # 24 fps source taken every 2nd frame for 12 fps
 
 
+def test_clips_shorter_than_the_window_are_skipped_and_counted(curated):
+    rows = stream(curated.table, sample_spec=spec(image_share=0.0, frames=18))  # curated clips have 17 frames
+    loader = TrainLoader(rows, Batcher(batch_size=1), num_workers=0, prefetch_factor=2)
+    batches = list(itertools.islice(iter(loader), 2))
+    assert {b[0].shape[0] for b in batches} == {1}  # only the still image trains
+    assert loader.state.skipped["TooShort"] >= 6
+
+
 def test_frame_window_uses_the_stride_nearest_the_target_fps():
     rng = np.random.default_rng(0)
     idx, fps = frame_indices(100, 9, 30.0, 15.0, rng)

@@ -51,7 +51,7 @@ def curated(tmp_path_factory) -> Curated:
     (media / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tiny = write_tiny_pretrained(root / "tiny")["root"]
     (root / "curate.yaml").write_text(
-        "clip: {min_frames: 9, max_frames: 17}\n"
+        "clip: {shot_detector: hsv, min_frames: 9, max_frames: 17}\n"
         "blur: {threshold: 0}\n"
         "motion: {threshold: 0.5, analysis_short_side: 48, n_pairs: 2}\n"
         f"depth: {{model: {tiny / 'depth'}}}\n"

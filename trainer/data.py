@@ -36,9 +36,11 @@ and the batch is filled from the next rows.
 Per sample: the media is the smallest stored proxy (`proxies`, schema v2) that covers the sample size without
 up-scaling, else the stored clip, so a 128px sample decodes a 128x228 proxy rather than the 720p clip. A video
 row is trained as one of its frames with the probability of the image-share schedule (§3.3) at the step its
-position would be read at (position / batch size); a video shorter than the phase trains as an image too
-(packed phases: at its own length). Frames are taken at the stride nearest `target_fps`, resized to cover
-the nearest aspect-ratio bucket and centre-cropped; depth maps from the table follow the same frames and crop.
+position would be read at (position / batch size). The phase's window of `data.frames` is drawn at a seeded
+random offset from any clip with at least that many frames; a shorter video clip is skipped (a `TooShort`
+count in the loader's skip log; packed phases train it at its own length). Frames are taken at the stride
+nearest `target_fps`, resized to cover the nearest aspect-ratio bucket and centre-cropped; depth maps from the
+table follow the same frames and crop.
 Every process keeps the trainable row offsets (8 bytes a row).
 
 Edit pairs (VEDIT/IEDIT): an `edit_source` row is read together with its `edit_target` row (looked up by
@@ -167,6 +169,10 @@ class Skipped:
     reason: str
 
 
+class TooShort(ValueError):
+    """A video clip shorter than the phase's window (`data.frames`): the loader skips it and counts it."""
+
+
 @dataclass(frozen=True)
 class SampleSpec:
     """How rows become samples in this phase (plain values, picklable for the workers)."""
@@ -289,7 +295,9 @@ def decode_sample(
         t = min(t, frames_within(spec.max_sample_tokens, *size))
         t = max(1, min(t, coded_length(n)))  # a shorter clip trains at its own length
     indices, fps_eff = frame_indices(n, t, fps, spec.target_fps, rng) if t > 1 else ([], fps)
-    if not indices:  # an image, or a clip too short for the phase: one random frame
+    if t > 1 and not indices:  # a clip shorter than the phase's window: skipped (counted), longer clips feed it
+        raise TooShort(f"{n} frames, the phase draws {t}-frame windows")
+    if not indices:  # an image, or a video drawn as one (the image share): one random frame
         t, indices = 1, [int(rng.integers(0, n))]
     clip, depth = read_row_frames(media_row, proxy, indices, size)  # (3, T, H, W), (1, T, H, W)
     source = None if edit_target is None else read_row_frames(row, source_proxy, indices, size)[0]

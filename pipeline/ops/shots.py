@@ -4,12 +4,13 @@ The content score between consecutive frames is the mean absolute difference of 
 small frames (PySceneDetect's ContentDetector). A cut is a frame whose score is at least `threshold` and
 at least `ratio` times the mean score of its `window` neighbours on each side (PySceneDetect's
 AdaptiveDetector: fast motion raises every score, a cut raises one), and at least `min_shot_frames`
-after the previous cut.
+after the previous cut. `shots_between` turns cuts and transition spans (TransNetV2, pipeline/ops/transnet.py)
+into shot spans, `shot_windows` cuts those into clip windows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -58,13 +59,33 @@ def detect_cuts(
     return cuts
 
 
-def clip_windows(n_frames: int, cuts: list[int], min_frames: int, max_frames: int) -> list[Window]:
-    """Cut each shot into consecutive windows of `max_frames`; a shot or remainder shorter than
-    `min_frames` becomes a window marked too short, so every frame of the source is in exactly one window."""
-    bounds = [0, *[c for c in cuts if 0 < c < n_frames], n_frames]
+def shots_between(
+    n_frames: int, cuts: Sequence[int] = (), transitions: Sequence[tuple[int, int]] = ()
+) -> list[tuple[int, int]]:
+    """Shot spans [start, end) of a source of `n_frames`: split at each cut (a shot's first frame) and with
+    every transition span [start, end) left out of all shots."""
+    keep = np.ones(n_frames, dtype=bool)
+    for start, end in transitions:
+        keep[max(0, start) : min(n_frames, end)] = False
+    bounds = sorted({0, n_frames, *[c for c in cuts if 0 < c < n_frames]})
+    spans = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], keep[lo:hi].astype(np.int8), [0]])))
+        spans += [(lo + int(a), lo + int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    return spans
+
+
+def shot_windows(spans: list[tuple[int, int]], min_frames: int, max_frames: int) -> list[Window]:
+    """Cut each shot into consecutive windows of `max_frames`; a shot or remainder shorter than `min_frames`
+    becomes a window marked too short, so every frame of every shot is in exactly one window."""
     windows = []
-    for shot_start, shot_end in zip(bounds[:-1], bounds[1:], strict=True):
+    for shot_start, shot_end in spans:
         for start in range(shot_start, shot_end, max_frames):
             end = min(start + max_frames, shot_end)
             windows.append(Window(start, end, end - start >= min_frames))
     return windows
+
+
+def clip_windows(n_frames: int, cuts: list[int], min_frames: int, max_frames: int) -> list[Window]:
+    """`shot_windows` of the shots split at `cuts`: every frame of the source is in exactly one window."""
+    return shot_windows(shots_between(n_frames, cuts), min_frames, max_frames)

@@ -14,7 +14,7 @@ from pipeline.stages.motion_frames import MotionFramesStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.probe import ProbeStage
 from pipeline.stages.proxies import ProxyStage
-from pipeline.stages.shot_split import ShotSplitStage
+from pipeline.stages.shot_split import ShotSplitStage, TransNetShotSplitStage
 from pipeline.stages.text_embed import TextEmbedStage
 from pipeline.stages.vae_latents import VaeLatentStage
 from pipeline.stages.write import WriteStage
@@ -28,6 +28,7 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
     backend = cfg.motion.backend
     models = [c for c in (cfg.depth, cfg.text, cfg.vae, cfg.aesthetic) if c.model]
     models += [cfg.motion] if backend != "farneback" else []
+    models += [cfg.clip] if cfg.clip.shot_detector == "transnetv2" else []
     share = int(100 / len(models)) / 100 if models else 0.0  # GPUs split evenly between model stages
 
     def actor(c: ModelStageConfig) -> dict:
@@ -36,13 +37,21 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
                 "batch_size": cfg.run.clip_batch_size}  # fmt: skip
 
     clip, run = cfg.clip, cfg.run
+    split = {"batch_size": 1, "min_frames": clip.min_frames, "max_frames": clip.max_frames, "max_side": clip.max_side,
+             "reject_short": not run.score_only, **io}  # fmt: skip
+    if clip.shot_detector == "transnetv2":
+        gpu = clip.transnet_gpus if clip.transnet_gpus is not None else (share if gpus > 0 else 0.0)
+        shot_split: Stage = TransNetShotSplitStage(
+            resources=Resources(cpus=clip.transnet_cpus, gpus=gpu), actors=clip.transnet_actors,
+            threshold=clip.transnet_threshold, windows=clip.transnet_batch_size, device=clip.transnet_device,
+            **split)  # fmt: skip
+    else:
+        shot_split = ShotSplitStage(resources=cpu, shot_threshold=clip.shot_threshold, shot_ratio=clip.shot_ratio,
+                                    min_shot_frames=clip.min_shot_frames, scan_long_side=clip.scan_long_side,
+                                    **split)  # fmt: skip
     stages: list[Stage] = [
         ProbeStage(resources=cpu, batch_size=1, **io),
-        ShotSplitStage(resources=cpu, batch_size=1, min_frames=clip.min_frames, max_frames=clip.max_frames,
-                       shot_threshold=clip.shot_threshold, shot_ratio=clip.shot_ratio,
-                       min_shot_frames=clip.min_shot_frames,
-                       scan_long_side=clip.scan_long_side, max_side=clip.max_side,
-                       reject_short=not run.score_only, **io),  # fmt: skip
+        shot_split,
         BlurStage(n_frames=cfg.blur.n_frames, **per_clip, **io),
         MotionFramesStage(n_pairs=cfg.motion.n_pairs, pair_gap=cfg.motion.pair_gap,
                           analysis_short_side=cfg.motion.analysis_short_side, **per_clip, **io),  # fmt: skip

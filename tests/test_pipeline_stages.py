@@ -208,7 +208,7 @@ def test_stages_declare_resources_and_columns():
     stages = build_stages(cfg, gpus=1.0)
     names = [s.name for s in stages]
     assert names == ["probe", "shot_split", "blur", "motion_frames", "motion", "filter", "clip_encode", "depth",
-                     "proxies", "text_embed", "write"]  # fmt: skip
+                     "proxies", "text_embed", "quality_tags", "write"]  # fmt: skip
     assert all(isinstance(s, Stage) and s.describe()["writes"] for s in stages)
     model_stages = [s for s in stages if s.actors]
     assert [s.name for s in model_stages] == ["depth", "text_embed"]

@@ -1,0 +1,127 @@
+"""Captions and quality tags: a tiny random-init VLM captions caption-less inputs through real local Ray
+into a real Lance table; bad caption configs are refused before any work; tag thresholds on known rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lance
+import numpy as np
+import pytest
+import video_fixtures as vf
+
+from pipeline import cli
+from pipeline.config import load_config
+from pipeline.contract import codecs
+from pipeline.ops import media as media_ops
+from pipeline.stages.quality import QualityTagStage
+
+SIZE = (128, 160)
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    from model.tiny_pretrained import write_tiny_pretrained, write_tiny_vlm
+
+    root = tmp_path_factory.mktemp("models")
+    return {**write_tiny_pretrained(root / "tiny"), "vlm": write_tiny_vlm(root / "tiny-vlm")}
+
+
+def test_caption_less_input_gets_a_model_caption_and_its_embedding(ray_address, tiny, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    vf.write_moving_pattern(media / "told.mp4", 9, SIZE, (3.0, 1.0), seed=1)
+    (media / "told.txt").write_text("a grey texture slides to the right\n")
+    vf.write_moving_pattern(media / "bare.mp4", 9, SIZE, (3.0, 1.0), seed=2)  # no sidecar: the VLM captions it
+    vf.write_image(media / "bare.png", SIZE)
+    config = tmp_path / "curate.yaml"
+    config.write_text(
+        "clip: {min_frames: 9, max_frames: 9}\nmotion: {threshold: 0.0, analysis_short_side: 64, n_pairs: 2}\n"
+        "blur: {threshold: 0.0}\n"
+        f"caption: {{model: {tiny['vlm']}, name: tiny-vlm, max_new_tokens: 7, cpus: 0.25}}\n"
+        f"text: {{model: {tiny['root']}, cpus: 0.25}}\n"
+        f"quality: {{min_short_side: 129, min_caption_words: 6}}\nrun: {{cache_dir: {tmp_path / 'cache'}}}\n"
+    )
+    out = tmp_path / "out"
+    assert cli.main(["--input", str(media), "--output", str(out), "--config", str(config)]) == 0
+    cols = ["source_uri", "passed", "caption", "caption_source", "caption_model", "text_emb", "text_emb_tokens",
+            "text_emb_dim", "quality_tags"]
+    rows = {Path(r["source_uri"]).name: r for r in lance.dataset(str(out / "clips.lance")).to_table(columns=cols)
+            .to_pylist()}  # fmt: skip
+    assert set(rows) == {"told.mp4", "bare.mp4", "bare.png"} and all(r["passed"] for r in rows.values())
+    told = rows["told.mp4"]
+    assert (told["caption"], told["caption_source"], told["caption_model"]) == (
+        "a grey texture slides to the right", "sidecar", None)
+    assert told["quality_tags"] == ["low_res"]  # short side 128 < 129; 7 words >= 6
+    from model.text_encoder import TextEncoder
+
+    encoder = TextEncoder.from_pretrained(str(tiny["root"]))
+    for name in ("bare.mp4", "bare.png"):
+        row = rows[name]
+        assert row["caption_source"] == "model" and row["caption_model"] == "tiny-vlm"
+        assert row["caption"].strip(), f"{name}: the VLM gave an empty caption"
+        # the T5 embedding is of the model caption: text_embed ran after the captioning stage
+        want = encoder.encode_trimmed([row["caption"]])[0].numpy().astype("float16")
+        got, keep = codecs.decode_text_embedding(row["text_emb"], row["text_emb_tokens"], row["text_emb_dim"])
+        np.testing.assert_allclose(got[: keep.sum()], want, atol=1e-2)
+        words = len(row["caption"].split())
+        assert row["quality_tags"] == ["low_res"] + (["short_caption"] if words < 6 else [])
+    # the caption from transformers directly, on the same middle frame, is the stored one (greedy, deterministic)
+    from pipeline.stages.caption import CaptionStage
+
+    stage = CaptionStage(model_path=str(tiny["vlm"]), max_new_tokens=7, actors=1,
+                         prompt=load_config(config).caption.prompt)  # fmt: skip
+    stage.setup()
+    frame = media_ops.read_frames(str(media / "bare.mp4"), [4], (SIZE[1], SIZE[0]))[0]  # middle of 9, stored size
+    assert stage.generate([frame])[0] == rows["bare.mp4"]["caption"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"caption.model": "/nonexistent/vlm"}, "caption.model: .*'/nonexistent/vlm': not a model folder"),
+    ({"caption.backend": "vllm"}, "caption: .*backend 'vllm' needs vllm installed"),
+])  # fmt: skip
+def test_bad_caption_model_or_backend_is_refused_before_any_work(overrides, message, tiny, tmp_path, capsys):
+    import importlib.util
+    import re
+
+    if "caption.model" not in overrides:
+        assert importlib.util.find_spec("vllm") is None  # this machine has no vLLM: the refusal must come
+        overrides = {**overrides, "caption.model": str(tiny["vlm"])}
+    media = tmp_path / "media"
+    media.mkdir()
+    vf.write_moving_pattern(media / "bare.mp4", 9, SIZE, (3.0, 1.0))
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+    out = tmp_path / "out"
+    assert cli.main(["--input", str(media), "--output", str(out), *sets]) == 2
+    assert re.search(message, capsys.readouterr().err.replace("\n", " "))
+    assert not out.exists()  # no table written, no source read: refused before any work
+
+
+def test_quality_tags_follow_the_thresholds_and_skip_null_signals():
+    stage = QualityTagStage(min_short_side=256, watermark=0.5, text_area=0.05, min_caption_words=3,
+                            min_aesthetic=4.5)  # fmt: skip
+    base = {"is_clip": True, "source_width": 640, "source_height": 360, "caption": "a b c", "watermark": None,
+            "text_area": None, "aesthetic": None}  # fmt: skip
+    cases = [
+        ({}, []),  # the other stages off: null signals set nothing
+        ({"source_height": 255}, ["low_res"]), ({"source_height": 256}, []),
+        ({"watermark": 0.5}, ["watermarked"]), ({"watermark": 0.49}, []),
+        ({"text_area": 0.05}, ["text_heavy"]), ({"text_area": 0.0499}, []),
+        ({"caption": "a b"}, ["short_caption"]), ({"caption": ""}, ["short_caption"]), ({"caption": None}, []),
+        ({"aesthetic": 4.49}, ["low_aesthetic"]), ({"aesthetic": 4.5}, []),
+        ({"source_width": 100, "watermark": 0.9, "text_area": 0.5, "caption": "x", "aesthetic": 1.0},
+         ["low_res", "watermarked", "text_heavy", "short_caption", "low_aesthetic"]),  # QUALITY_TAGS order
+    ]
+    for change, want in cases:
+        (row,) = stage.process([{**base, **change}])
+        assert row["quality_tags"] == want, change
+    assert "quality_tags" not in stage.process([{**base, "is_clip": False}])[0]  # a failed source's placeholder

@@ -32,7 +32,7 @@ Every draw comes from one `torch.Generator`, so a seeded generator replays a run
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from enum import Enum
 
@@ -148,3 +148,27 @@ def sample_training_condition(clip: Clip, gen: torch.Generator, extra: str = DEF
     task = sample_task(tasks, gen)
     cond = build_condition(task, clip, draw_params(task, clip, gen), extra)
     return apply_dropout(cond, draw_dropout(task, gen))
+
+
+def qualifying_counts(rows: Iterable[dict]) -> dict[str, int]:
+    """Per registered task id (registry order), how many of `rows` (curated `clips` rows: media_type, n_frames,
+    role, edit_instruction, quality_tags) qualify, under the current `QUALITY_POLICY`. From table columns alone:
+    a video counts with its longest 4k+1 window, and as colour (its chroma needs the decoded frames)."""
+    counts = dict.fromkeys(TASKS, 0)
+    cache: dict[tuple, list[Task]] = {}
+    for row in rows:
+        n = int(row.get("n_frames") or 1)
+        t = 1 if row.get("media_type") == "image" else n - (n - 1) % 4
+        edit = row.get("role") == "edit_source" and bool(row.get("edit_instruction"))
+        key = (t, edit, tuple(sorted(row.get("quality_tags") or ())))
+        if key not in cache:
+            frames = _COLOUR.expand(3, t, 16, 16)
+            clip = Clip(frames, None, "", source=frames if edit else None, instruction="edit" if edit else "",
+                        quality_tags=key[2])  # fmt: skip
+            cache[key] = qualified_tasks(clip)
+        for task in cache[key]:
+            counts[task.id] += 1
+    return counts
+
+
+_COLOUR = torch.tensor([1.0, -1.0, -1.0]).view(3, 1, 1, 1)  # red: chroma 2, a colour clip

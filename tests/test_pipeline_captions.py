@@ -3,6 +3,7 @@ into a real Lance table; bad caption configs are refused before any work; tag th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import lance
@@ -14,6 +15,7 @@ from pipeline import cli
 from pipeline.config import load_config
 from pipeline.contract import codecs
 from pipeline.ops import media as media_ops
+from pipeline.report import write_report
 from pipeline.stages.quality import QualityTagStage
 
 SIZE = (128, 160)
@@ -36,7 +38,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     return {**write_tiny_pretrained(root / "tiny"), "vlm": write_tiny_vlm(root / "tiny-vlm")}
 
 
-def test_caption_less_input_gets_a_model_caption_and_its_embedding(ray_address, tiny, tmp_path):
+def test_caption_less_input_gets_a_model_caption_and_its_embedding(ray_address, tiny, tmp_path, capsys):
     media = tmp_path / "media"
     media.mkdir()
     vf.write_moving_pattern(media / "told.mp4", 9, SIZE, (3.0, 1.0), seed=1)
@@ -75,6 +77,19 @@ def test_caption_less_input_gets_a_model_caption_and_its_embedding(ray_address, 
         np.testing.assert_allclose(got[: keep.sum()], want, atol=1e-2)
         words = len(row["caption"].split())
         assert row["quality_tags"] == ["low_res"] + (["short_caption"] if words < 6 else [])
+    # --describe on the output: clips per task under the default policy (low_res rules out t2v, t2i, vsr, sisr)
+    capsys.readouterr()
+    assert cli.main(["--describe", "--output", str(out), "--config", str(config)]) == 0
+    text = capsys.readouterr().out
+    want = {"t2v": 0, "i2v": 2, "vext": 0, "flf2v": 2, "flc2v": 0, "vinp": 2, "voutp": 2, "vcolor": 2, "vsr": 0,
+            "vedit": 0, "t2i": 0, "sisr": 0, "iinp": 1, "ioutp": 1, "icolor": 1, "iedit": 0}  # 2 videos of 9, 1 image
+    got = dict(re.findall(r"^  (\w+) +(\d+)$", text, re.M))
+    assert {k: int(v) for k, v in got.items()} == want, text
+    short = sum("short_caption" in r["quality_tags"] for r in rows.values())
+    assert "3 trainable clips" in text
+    assert "quality tags: low_res 3" + (f", short_caption {short}" if short else "") in text
+    html = write_report(str(out), tmp_path / "report.html").read_text()
+    assert "<tr><td>i2v</td><td>2</td></tr>" in html and "<tr><td>t2v</td><td>0</td></tr>" in html
     # the caption from transformers directly, on the same middle frame, is the stored one (greedy, deterministic)
     from pipeline.stages.caption import CaptionStage
 
@@ -91,7 +106,6 @@ def test_caption_less_input_gets_a_model_caption_and_its_embedding(ray_address, 
 ])  # fmt: skip
 def test_bad_caption_model_or_backend_is_refused_before_any_work(overrides, message, tiny, tmp_path, capsys):
     import importlib.util
-    import re
 
     if "caption.model" not in overrides:
         assert importlib.util.find_spec("vllm") is None  # this machine has no vLLM: the refusal must come

@@ -139,3 +139,20 @@ def test_quality_tags_follow_the_thresholds_and_skip_null_signals():
         (row,) = stage.process([{**base, **change}])
         assert row["quality_tags"] == want, change
     assert "quality_tags" not in stage.process([{**base, "is_clip": False}])[0]  # a failed source's placeholder
+
+
+def test_vllm_stage_is_built_from_the_caption_config(tiny):
+    """Without vLLM here, the vLLM path is checked up to its `ray.data.llm` engine config (no engine starts)."""
+    from pipeline.stages import build_stages
+    from pipeline.stages.caption import VllmCaptionStage, vllm_config
+
+    cfg = load_config(overrides={"caption.model": str(tiny["vlm"]), "caption.batch_size": 3, "caption.actors": 2,
+                                 "text.model": "t5"})  # fmt: skip
+    cfg.caption.__dict__["backend"] = "vllm"  # as on a cluster with vLLM (the validator refuses it here)
+    names = [s.name for s in build_stages(cfg)]
+    assert names[-4:] == ["caption", "text_embed", "quality_tags", "write"]  # captions before T5
+    (stage,) = [s for s in build_stages(cfg) if s.name == "caption"]
+    assert isinstance(stage, VllmCaptionStage) and stage.prompt == cfg.caption.prompt
+    config = vllm_config(stage)
+    assert (config.model_source, config.concurrency, config.batch_size, config.prepare_multimodal_stage) == (
+        str(tiny["vlm"]), 2, 3, True)

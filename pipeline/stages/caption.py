@@ -84,13 +84,25 @@ class CaptionStage(Stage):
         return [text.strip() for text in self.processor.batch_decode(new, skip_special_tokens=True)]
 
 
+def vllm_config(stage: CaptionStage) -> Any:
+    """The `ray.data.llm` vLLM engine config for `stage`: its model, actors and batch size, images on."""
+    import ray.data.llm as llm
+
+    return llm.vLLMEngineProcessorConfig(
+        model_source=local_weights(stage.model_path, stage.storage_options, stage.cache_dir),
+        concurrency=max(1, stage.actors), batch_size=stage.batch_size, prepare_multimodal_stage=True,
+        engine_kwargs={"max_model_len": 4096},
+    )  # fmt: skip
+
+
 def vllm_caption(ds: Any, stage: CaptionStage) -> Any:
     """The same captioning through `ray.data.llm` (vLLM engine actors); rows that have a caption pass through."""
     import ray.data.llm as llm  # needs vllm; config.CaptionConfig refuses backend "vllm" without it
+    from PIL import Image
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
         messages = chat(stage.prompt)
-        messages[0]["content"][0] = {"type": "image", "image": middle_frame(row)}
+        messages[0]["content"][0] = {"type": "image", "image": Image.fromarray(middle_frame(row))}
         return {**row, "messages": messages, "sampling_params": {"max_tokens": stage.max_new_tokens,
                                                                  "temperature": 0.0}}  # fmt: skip
 
@@ -99,12 +111,8 @@ def vllm_caption(ds: Any, stage: CaptionStage) -> Any:
         row = {k: v for k, v in row.items() if k in WORK_SCHEMA.names}  # drop the processor's own columns
         return row | {"caption": caption, "caption_source": "model", "caption_model": stage.model_name}
 
-    config = llm.vLLMEngineProcessorConfig(
-        model_source=local_weights(stage.model_path, stage.storage_options, stage.cache_dir),
-        concurrency=max(1, stage.actors), batch_size=stage.batch_size, has_image=True,
-        engine_kwargs={"max_model_len": 4096}, accelerator_type=None,
-    )  # fmt: skip
-    processor = llm.build_llm_processor(config, preprocess=preprocess, postprocess=postprocess)
+    build = getattr(llm, "build_processor", None) or llm.build_llm_processor  # renamed in Ray 2.5x
+    processor = build(vllm_config(stage), preprocess=preprocess, postprocess=postprocess)
     todo = ds.filter(needs_caption)
     done = ds.filter(lambda row: not needs_caption(row))
     return processor(todo).union(done)

@@ -55,6 +55,7 @@ class Clip:
     caption: str = ""
     source: torch.Tensor | None = None  # (3, T, H, W) edit source, same shape as frames
     instruction: str = ""  # edit instruction, the prompt text of editing tasks
+    quality_tags: tuple[str, ...] = ()  # the row's `quality_tags` (tables.QUALITY_TAGS): rule tasks out
 
     def __post_init__(self) -> None:
         f = self.frames
@@ -80,6 +81,7 @@ class Clip:
             self.caption,
             None if self.source is None else self.source[:, first],
             self.instruction,
+            self.quality_tags,
         )
 
 

@@ -29,7 +29,8 @@ def _curate_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set motion.threshold=3")  # fmt: skip
     p.add_argument("--address", help="Ray cluster address (ray://host:10001, host:6379 or auto); default: local")
-    p.add_argument("--describe", action="store_true", help="list the stages, resources and columns, then exit")
+    p.add_argument("--describe", action="store_true", help="list the stages, resources and columns (with --output: "
+                   "also the clips there that qualify per task and the quality-tag counts), then exit")  # fmt: skip
     p.add_argument("--score-only", action="store_true", help="annotate scores, reject nothing")
     return p
 
@@ -55,8 +56,9 @@ def _dedup_parser() -> argparse.ArgumentParser:
     return p
 
 
-def describe(cfg: CurateConfig) -> str:
-    """Every stage in order with its kind, resources, batch size and the columns it reads and writes."""
+def describe(cfg: CurateConfig, output: str | None = None) -> str:
+    """Every stage in order with its kind, resources, batch size and the columns it reads and writes; with
+    `output` holding a curated `clips` table, the clips that qualify per task and the quality-tag counts."""
     from pipeline.stages import build_stages
 
     lines = ["mfm curate stages, in order (gpus 'auto': a share of the cluster's GPUs when it has any):"]
@@ -68,7 +70,23 @@ def describe(cfg: CurateConfig) -> str:
     lines.append(f"motion: {cfg.motion.backend}; depth: {cfg.depth.model or 'off (set depth.model)'}; "
                  f"text: {cfg.text.model or 'off (set text.model)'}; "
                  f"aesthetic: {cfg.aesthetic.model or 'off (set aesthetic.model)'}; vae: {cfg.vae.model or 'off'}; "
+                 f"caption: {cfg.caption.model or 'off (set caption.model)'}; "
                  f"score_only: {cfg.run.score_only}")  # fmt: skip
+    if output:  # read only: --describe never creates a table
+        import lance
+
+        from pipeline import commits
+        from pipeline.contract import tables
+        from pipeline.report import task_lines
+
+        uri = commits.table_uri(output, tables.CLIPS_TABLE)
+        try:
+            clips_ds = lance.dataset(uri, storage_options=cfg.storage.lance_options or None)
+        except ValueError:
+            lines.append(f"{uri}: no clips table yet")
+        else:
+            tables.check_schema(clips_ds.schema, tables.CLIPS_TABLE)
+            lines += task_lines(clips_ds)
     return "\n".join(lines)
 
 
@@ -89,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"mfm curate: config error: {exc}", highlight=False, markup=False)
         return 2
     if args.describe:
-        print(describe(cfg))
+        print(describe(cfg, args.output))
         return 0
     if not args.input or not args.output:
         console.print("mfm curate: --input and --output are required (or --describe)")

@@ -10,10 +10,12 @@ blur: {threshold: 200}
 motion: {method: auto, raft_weights: /models/raft_large.pth, threshold: 5}
 depth: {model: /models/depth-anything-v2-small}
 proxies: {phases: [128x224, 352x640]}
+caption: {model: /models/Qwen2-VL-2B-Instruct, max_new_tokens: 64}   # caption clips that have none
 text: {model: /models/t5-v1_1-xxl}
 ocr: {n_frames: 4, border: 0.15}  # on when rapidocr is installed; {enabled: false} turns it off
 aesthetic: {model: /models/clip-vit-large-patch14, head: /models/sa_0_4_vit_l_14_linear.pth}
 dedup: {threshold: 0.95}
+quality: {min_short_side: 256, watermark: 0.5, text_area: 0.05, min_caption_words: 5, min_aesthetic: 4.5}
 ```
 """
 
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import config_files
 from config_files import apply_overrides, read_yaml, validate
@@ -202,6 +205,52 @@ class DedupConfig(_Section):
     index_min_rows: int = Field(5000, ge=1)  # fewer clips: exact (flat) search, no IVF index
 
 
+DEFAULT_CAPTION_PROMPT = (
+    "Describe this video in one detailed sentence: the subject, the action, the scene and the camera."
+)
+
+
+class CaptionConfig(ModelStageConfig):
+    """A vision-language model captions the clips that came with no caption (`caption_source` "model")."""
+
+    # local / object-store folder of a transformers image-text-to-text model and its processor; None: stage off
+    model: str | None = None
+    name: str | None = None  # recorded in caption_model; None: the model folder's name
+    prompt: str = Field(DEFAULT_CAPTION_PROMPT, min_length=1)
+    max_new_tokens: int = Field(64, ge=1)
+    backend: Literal["transformers", "vllm"] = "transformers"  # vllm: Ray Data's LLM batch processor
+    batch_size: int = Field(8, ge=1)  # clips per generate call
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, model: str | None) -> str | None:
+        local = model is not None and ("://" not in model or model.startswith("file://"))  # checked now
+        if local and not os.path.isfile(os.path.join(model.removeprefix("file://"), "config.json")):
+            raise ValueError(f"{model!r}: not a model folder (no config.json there)")
+        return model
+
+    @model_validator(mode="after")
+    def _backend(self) -> CaptionConfig:
+        if self.model is not None and self.backend == "vllm" and find_spec("vllm") is None:
+            raise ValueError("backend 'vllm' needs vllm installed on the cluster (pip install vllm); "
+                             "use backend 'transformers'")  # fmt: skip
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.name or os.path.basename(str(self.model).rstrip("/"))
+
+
+class QualityConfig(_Section):
+    """Thresholds of the `quality_tags`; a tag is set only when its signal column is not null."""
+
+    min_short_side: int = Field(256, ge=1)  # low_res: source short side below this
+    watermark: float = Field(0.5, ge=0, le=1)  # watermarked: watermark score at or above this
+    text_area: float = Field(0.05, ge=0, le=1)  # text_heavy: text_area at or above this
+    min_caption_words: int = Field(5, ge=0)  # short_caption: fewer caption words than this ("" included)
+    min_aesthetic: float = Field(4.5, ge=0)  # low_aesthetic: aesthetic below this
+
+
 class VaeConfig(ModelStageConfig):
     model: str | None = None  # folder for model.vae.VideoVAE; None: stage off
     name: str = "cogvideox-vae"
@@ -234,7 +283,9 @@ class CurateConfig(_Section):
     motion: MotionConfig = Field(default_factory=MotionConfig)
     depth: DepthConfig = Field(default_factory=DepthConfig)
     proxies: ProxyConfig = Field(default_factory=ProxyConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
     text: TextConfig = Field(default_factory=TextConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     vae: VaeConfig = Field(default_factory=VaeConfig)
     ocr: OcrConfig = Field(default_factory=OcrConfig)
     aesthetic: AestheticConfig = Field(default_factory=AestheticConfig)

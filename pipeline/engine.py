@@ -92,6 +92,9 @@ def apply_stage(ds: Any, stage: Stage) -> Any:
     """One stage as a Ray Data operator: tasks, or an actor pool when it loads a model."""
     import ray.data
 
+    own = stage.apply(ds)
+    if own is not None:
+        return own
     common = {"batch_format": "pyarrow", "batch_size": stage.batch_size, "num_cpus": stage.resources.cpus}
     if stage.resources.gpus:
         common["num_gpus"] = stage.resources.gpus

@@ -49,6 +49,7 @@ def source_row(uri: str, role: str = "clip", caption: str | None = None, caption
 
     return {"source_uri": uri, "source_id": tables.source_id(uri), "role": role,
             "media_type": media_type_of(uri), "caption": caption, "caption_uri": caption_uri,
+            "caption_source": "manifest" if caption else None,  # None: the probe reads the sidecar
             "edit_target_uri": edit_target_uri, "edit_instruction": edit_instruction}  # fmt: skip
 
 

@@ -23,6 +23,28 @@ _SCALAR_COLUMNS = ["clip_id", "source_uri", "media_type", "n_frames", "duration_
                    "passed", "reject_reason", "video_format"]  # fmt: skip
 
 
+def task_table(clips_ds: Any) -> tuple[dict[str, int], Counter, int]:
+    """(clips that qualify per task under the default quality policy, clips per quality tag, trainable clips)
+    over the rows the trainer reads: passed, with media, not an edit target."""
+    from model.task_sampling import qualifying_counts
+
+    columns = ["media_type", "n_frames", "role", "edit_instruction"]
+    columns += ["quality_tags"] if "quality_tags" in clips_ds.schema.names else []  # schema v3
+    rows = clips_ds.to_table(columns=columns, filter="passed AND video IS NOT NULL AND role != 'edit_target'")
+    rows = rows.to_pylist()
+    tags = Counter(tag for row in rows for tag in row.get("quality_tags") or ())
+    return qualifying_counts(rows), tags, len(rows)
+
+
+def task_lines(clips_ds: Any) -> list[str]:
+    """`task_table` as text lines (for `mfm curate --describe --output ...`)."""
+    counts, tags, n = task_table(clips_ds)
+    lines = [f"{n} trainable clips; clips that qualify per task (default tasks.quality_policy):"]
+    lines += [f"  {task:<8} {count}" for task, count in counts.items()]
+    lines.append("quality tags: " + (", ".join(f"{t} {tags[t]}" for t in tables.QUALITY_TAGS if tags[t]) or "none"))
+    return lines
+
+
 def svg_histogram(values: list[float], title: str, unit: str = "", bins: int = 20) -> str:
     """A bar chart of `values` as an inline SVG element."""
     width, height, pad = 360, 180, 28
@@ -131,6 +153,9 @@ def write_report(output: str, out_html: str | Path, n_clips: int = 8, storage_op
                       " px"),
         svg_histogram([c.get("aesthetic") for c in clips], "aesthetic score (LAION)"),
     ])  # fmt: skip
+    task_counts, tag_counts, trainable = task_table(clips_ds)
+    task_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in task_counts.items())
+    tag_rows = "".join(f"<tr><td>{t}</td><td>{tag_counts[t]}</td></tr>" for t in tables.QUALITY_TAGS)
     reason_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in reasons.most_common())
     failed_rows = "".join(
         f"<tr><td>{html.escape(s['uri'])}</td><td>{html.escape(s['error_kind'] or '')}</td>"
@@ -148,6 +173,9 @@ img{{max-width:100%}} .clip{{display:flex;align-items:center;gap:12px}}
 <b>{len(kept)}</b> kept, <b>{len(clips) - sum(c['passed'] for c in clips)}</b> rejected,
 <b>{duplicates}</b> near-duplicates (duplicate_of set by <code>mfm curate dedup</code>)</p>
 <h2>Distributions</h2>{hists}
+<h2>Tasks: clips that qualify (of {trainable} trainable; default quality policy)</h2>
+<table><tr><th>task</th><th>clips</th></tr>{task_rows}</table>
+<h2>Quality tags</h2><table><tr><th>tag</th><th>clips</th></tr>{tag_rows}</table>
 <h2>Rejection reasons</h2><table><tr><th>reason</th><th>clips</th></tr>{reason_rows}</table>
 <h2>Failed sources</h2><table><tr><th>uri</th><th>kind</th><th>error</th></tr>{failed_rows}</table>
 <h2>Contact sheet: kept clips (first, middle, last frame) beside their depth maps</h2>{sheet_html}

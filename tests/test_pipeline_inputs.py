@@ -49,6 +49,8 @@ def test_manifests_with_edit_pairs(tmp_path, suffix):
         (str(tmp_path / "v1.mp4"), "clip"), ("s3://bucket/v2.mp4", "edit_source"),
         (str(tmp_path / "v2_red.mp4"), "edit_target")]  # fmt: skip
     assert rows[0]["caption"] == "a dog"  # the duplicate row is dropped
+    # a manifest caption is "manifest"; the target has none yet (None: the probe decides, sidecar or "")
+    assert [r["caption_source"] for r in rows] == ["manifest", "manifest", None]
     assert rows[1]["edit_target_uri"] == str(tmp_path / "v2_red.mp4") and rows[1]["edit_instruction"] == "make it red"
 
 

@@ -221,7 +221,7 @@ def test_stages_declare_resources_and_columns():
     stages = build_stages(cfg, gpus=1.0)
     names = [s.name for s in stages]
     assert names == ["probe", "shot_split", "blur", "motion_frames", "motion", "filter", "clip_encode", "ocr",
-                     "depth", "proxies", "text_embed", "write"]  # fmt: skip
+                     "depth", "proxies", "text_embed", "quality_tags", "write"]  # fmt: skip
     assert all(isinstance(s, Stage) and s.describe()["writes"] for s in stages)
     model_stages = [s for s in stages if s.actors and s.name != "ocr"]  # ocr: CPU unless ocr.gpus is set
     assert [s.name for s in model_stages] == ["shot_split", "depth", "text_embed"]

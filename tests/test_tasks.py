@@ -29,13 +29,17 @@ from model.conditions import (
 from model.task_inputs import condition_from_files, condition_from_media, read_video
 from model.task_sampling import (
     CONDITION_DROP,
+    DEFAULT_QUALITY_POLICY,
     NULL_PROMPT,
+    QUALITY_POLICY,
     TEXT_DROP,
     Dropout,
     draw_dropout,
     qualified_tasks,
+    ruled_out,
     sample_task,
     sample_training_condition,
+    set_quality_policy,
 )
 from model.tasks import DEFAULT_EXTRA, TASKS, get_task, make_prompt
 from model.tasks_cli import main as tasks_main
@@ -243,6 +247,59 @@ def test_task_frequencies_follow_the_3x_rule(frames):
     total = sum(rule.values())  # video: 3 (t2v) + 3 (i2v) + 8 others; image: 3 (t2i) + 5 others
     for task in tasks:
         assert within_binomial(counts[task.id], n, rule[task.id] / total), (task.id, counts)
+
+
+QUALITY_TAG_NAMES = tuple(DEFAULT_QUALITY_POLICY)
+
+
+@pytest.mark.parametrize("frames", [33, 1])
+def test_tagged_clips_never_draw_a_ruled_out_task_and_untagged_keep_3x(frames):
+    """3000 seeded full training draws over random tag subsets: no draw is a task the tags rule out, each
+    tagged clip's remaining tasks keep their relative weights, and 20,000 untagged draws keep the paper's 3x."""
+    base = make_clip(frames, 16, 16)
+    rng, n_tagged = np.random.default_rng(7), 3000
+    seen_out, per_task = set(), {}
+    for i in range(n_tagged):
+        tags = tuple(t for t in QUALITY_TAG_NAMES if rng.random() < 0.4)
+        clip = Clip(base.frames, base.depth, base.caption, base.source, base.instruction, quality_tags=tags)
+        out = ruled_out(tags)
+        cond = sample_training_condition(clip, torch.Generator().manual_seed(i))
+        assert cond.task not in out, (tags, cond.task)
+        seen_out |= out
+        per_task[cond.task] = per_task.get(cond.task, 0) + 1
+    text_only = {"t2v", "t2i"} & {t.id for t in qualified_tasks(base)}
+    assert text_only <= seen_out  # the draws did tag clips (the assertion above could fail)
+    # one fully flawed clip: exactly the policy's tasks are gone, the rest keep their weights (i2v still 3x)
+    flawed = Clip(base.frames, base.depth, base.caption, base.source, base.instruction,
+                  quality_tags=QUALITY_TAG_NAMES)
+    kept = qualified_tasks(flawed)
+    assert [t.id for t in kept] == [t.id for t in qualified_tasks(base) if t.id not in ruled_out(QUALITY_TAG_NAMES)]
+    for tasks, seed in ((kept, 3), (qualified_tasks(base), 1)):
+        gen, n = torch.Generator().manual_seed(seed), 20_000
+        counts = {t.id: 0 for t in tasks}
+        for _ in range(n):
+            counts[sample_task(tasks, gen).id] += 1
+        rule = {t.id: 3.0 if t.id in ("t2v", "t2i", "i2v") else 1.0 for t in tasks}  # paper §3.3
+        for task in tasks:
+            assert within_binomial(counts[task.id], n, rule[task.id] / sum(rule.values())), (task.id, counts)
+
+
+def test_quality_policy_can_be_replaced_and_is_checked():
+    try:
+        set_quality_policy({"watermarked": ["vinp"]})
+        clip = make_clip(33, 16, 16)
+        marked = Clip(clip.frames, clip.depth, clip.caption, clip.source, clip.instruction,
+                      quality_tags=("watermarked",))
+        ids = [t.id for t in qualified_tasks(marked)]
+        assert "vinp" not in ids and "t2v" in ids  # the new table, not the default
+        assert marked.first_frame().quality_tags == ("watermarked",)
+        with pytest.raises(ValueError, match="unknown quality tag 'blurry'"):
+            set_quality_policy({"blurry": ["t2v"]})
+        with pytest.raises(ValueError, match=r"quality_policy\['low_res'\]: unknown task 't3v'"):
+            set_quality_policy({"low_res": ["t3v"]})
+        assert QUALITY_POLICY == {"watermarked": ("vinp",)}  # a refused table changes nothing
+    finally:
+        set_quality_policy(DEFAULT_QUALITY_POLICY)
 
 
 @pytest.mark.parametrize(("task_id", "kind", "rate"), [

@@ -53,6 +53,8 @@ def test_yaml_then_set_override_the_preset(tmp_path):
         ({"parallel.sp": 3}, r"parallel.sp=3 must divide the 2 heads"),
         ({"parallel.precision": "fp16"}, r"parallel.precision: Input should be 'auto', 'bf16' or 'fp32'"),
         ({"data.packing.enabled": True}, r"packing packs one sequence per GPU: set batch_size=1"),
+        ({"tasks.quality_policy": {"blurry": ["t2v"]}},
+         r"tasks.quality_policy: .*unknown quality tag\(s\) \['blurry'\]"),
     ],
 )
 def test_bad_key_or_value_is_named(overrides, message):
@@ -72,6 +74,15 @@ def test_mfm_train_rejects_a_bad_config_before_launching(capsys):
     assert code == 2
     assert "optim.schedul: unknown key" in capsys.readouterr().err
     assert not dist.is_initialized()  # nothing started
+
+
+def test_a_quality_policy_naming_an_unknown_task_stops_the_launch(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: {table: t.lance}\nfrozen: {root: m}\ntasks: {quality_policy: {watermarked: [t2v, t3v]}}\n")
+    assert train.main(["--config", str(path)]) == 2
+    assert "tasks.quality_policy['watermarked']: unknown task 't3v'" in capsys.readouterr().err
+    assert not dist.is_initialized()
+    assert load_config(overrides=REQUIRED).tasks.quality_policy["low_res"] == ["t2v", "t2i", "vsr", "sisr"]
 
 
 def test_deepspeed_json_is_generated_from_the_config(capsys):

@@ -205,3 +205,21 @@ def test_proxy_sample_is_the_stored_clip_sample_from_smaller_media(curated):
     # Known answer: each proxy-path frame is a crop of one of the proxy's own frames, no resampling.
     crops = torch.from_numpy(cover_crop(codecs.decode_video(proxy["video"]), 32, 32)).permute(0, 3, 1, 2)
     assert all(any(torch.equal(small.frames[:, t], c) for c in crops) for t in range(9))
+
+
+def test_samples_carry_their_rows_quality_tags_into_the_task_draw(curated):
+    """The curated 48x64 sources are low_res (short side < 256); the 3-word image caption is short_caption."""
+    import lance
+
+    from model.task_sampling import ruled_out
+    from trainer.batch import BatchBuilder
+
+    tags = {r["clip_id"]: tuple(r["quality_tags"] or ()) for r in
+            lance.dataset(curated.table).to_table(columns=["clip_id", "quality_tags"]).to_pylist()}  # fmt: skip
+    samples = [s for s in itertools.islice(iter(stream(curated.table)), 16) if hasattr(s, "quality_tags")]
+    assert samples and all(s.quality_tags == tags[s.clip_id] for s in samples)
+    assert {s.quality_tags for s in samples} >= {("low_res",)}
+    builder = BatchBuilder(None, None, None, seed=3, dp_rank=0, device=torch.device("cpu"), dtype=torch.float32,
+                           packed=False)  # fmt: skip  (conditions() uses neither model)
+    for _, cond in builder.conditions(samples):
+        assert cond.task not in ruled_out(("low_res",))  # no t2v, t2i, vsr, sisr for a low-res clip

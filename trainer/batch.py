@@ -53,7 +53,8 @@ class BatchBuilder:
             frames = to_signed(s.frames.to(self.device))  # (3, T, H, W)
             depth = None if s.depth is None else s.depth.to(self.device).float()
             source = None if s.source is None else to_signed(s.source.to(self.device))
-            clip = Clip(frames, depth, s.caption, source=source, instruction=s.instruction)
+            clip = Clip(frames, depth, s.caption, source=source, instruction=s.instruction,
+                        quality_tags=s.quality_tags)
             gen = torch.Generator().manual_seed(seed_of(self.seed, *s.position, 1))
             out.append((frames, sample_training_condition(clip, gen, extra=s.extra)))
         return out

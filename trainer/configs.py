@@ -27,7 +27,9 @@ from config_files import ConfigError, apply_overrides, read_yaml, validate
 from model.geometry import SIZE_MULTIPLE, is_coded_length, sample_tokens
 from model.math import ATTENTION_BACKENDS
 from model.mfm import MFM_CONFIGS, MfM, build_on_meta
+from model.task_sampling import DEFAULT_QUALITY_POLICY
 from pipeline.contract.buckets import DEFAULT_ASPECT_RATIOS, aspect_buckets
+from pipeline.contract.tables import QUALITY_TAGS
 
 
 class _Section(BaseModel):
@@ -267,6 +269,10 @@ class TasksConfig(_Section):
     # modules defining TASK_PLUGINS, by dotted name or .py path, loaded on every rank before the data
     plugins: list[str] = Field(default_factory=list)
     weights: dict[str, float] = Field(default_factory=dict)  # task id -> training weight, replacing the registry's
+    # quality tag -> task ids a clip with that tag never trains (model.task_sampling: default table and why);
+    # task ids are checked against the registry once the plugins load (`train.setup_tasks`)
+    quality_policy: dict[str, list[str]] = Field(
+        default_factory=lambda: {tag: list(ids) for tag, ids in DEFAULT_QUALITY_POLICY.items()})
 
     @field_validator("weights")
     @classmethod
@@ -275,6 +281,14 @@ class TasksConfig(_Section):
         if bad:
             raise ValueError(f"weights must be > 0 (relative training frequencies); got {bad}")
         return weights
+
+    @field_validator("quality_policy")
+    @classmethod
+    def _policy_tags(cls, policy: dict[str, list[str]]) -> dict[str, list[str]]:
+        bad = [tag for tag in policy if tag not in QUALITY_TAGS]
+        if bad:
+            raise ValueError(f"unknown quality tag(s) {bad}; known: {list(QUALITY_TAGS)}")
+        return policy
 
 
 class TrainConfig(_Section):

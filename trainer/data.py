@@ -150,6 +150,7 @@ class Sample:
     motion_score: float  # 0 for images
     source: torch.Tensor | None = None  # (3, T, H, W) uint8: an edit pair's source, same frames and crop
     instruction: str = ""  # an edit pair's instruction
+    quality_tags: tuple[str, ...] = ()  # the row's quality_tags (schema v3; () for older tables)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -309,6 +310,7 @@ def decode_sample(
     return Sample(
         position, row["clip_id"], clip, depth, row["caption"] or "", extra, float(motion), source=source,
         instruction=(row["edit_instruction"] or "") if source is not None else "",
+        quality_tags=tuple(row.get("quality_tags") or ()),
     )  # fmt: skip
 
 
@@ -438,6 +440,7 @@ class ClipStream(IterableDataset):
         ds = open_clips(self.uri, self.version, self.storage_options)
         proxies = self.spec.proxies and "proxies" in ds.schema.names  # schema v1 tables have none
         columns = READ_COLUMNS + (["proxies"] if proxies else DEPTH_COLUMNS)
+        columns += ["quality_tags"] if "quality_tags" in ds.schema.names else []  # schema v3
         reads = LanceDataset(ds, batch_size=self.read_batch, columns=columns, to_tensor_fn=None,
                              sampler=OffsetSampler(self.offsets_of(for_reads), self.read_batch))  # fmt: skip
         for batch in reads:

@@ -32,6 +32,7 @@ from model.geometry import sample_tokens
 from model.mfm import MFM_CONFIGS, MfM
 from model.release import load_transformer
 from model.task_plugins import TaskRegistrationError, load_task_plugins, plugin_specs, set_task_weights
+from model.task_sampling import DEFAULT_QUALITY_POLICY, set_quality_policy
 from model.text_encoder import TextEncoder
 from model.vae import VideoVAE
 from trainer import checkpoint
@@ -85,11 +86,18 @@ def build_model(size: str, attention_backend: str, init_from: str | None, seed: 
     return model
 
 
-def setup_tasks(plugins: list[str], weights: dict[str, float]) -> None:
-    """Register the tasks of your own (MFM_TASK_PLUGINS, then `tasks.plugins`), then apply `tasks.weights`.
-    Every rank runs this before it draws a task; loading again is a no-op."""
+def setup_tasks(
+    plugins: list[str], weights: dict[str, float], quality_policy: dict[str, list[str]] | None = None,
+) -> None:
+    """Register the tasks of your own (MFM_TASK_PLUGINS, then `tasks.plugins`), then apply `tasks.weights` and
+    `tasks.quality_policy` (None: the default). Every rank runs this before it draws a task; loading again is a
+    no-op."""
     load_task_plugins(plugin_specs(plugins))
     set_task_weights(weights)
+    try:
+        set_quality_policy(DEFAULT_QUALITY_POLICY if quality_policy is None else quality_policy)
+    except ValueError as exc:
+        raise TaskRegistrationError(f"tasks.{exc}") from None
 
 
 def check_same_lora(ckpt: Path, saved: dict, now: dict) -> None:
@@ -108,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_from:
             overrides["model.init_from"] = args.init_from
         cfg = load_config(args.config, overrides, preset=args.preset)
-        setup_tasks(cfg.tasks.plugins, cfg.tasks.weights)  # a bad plugin stops the launch here, like a bad key
+        # a bad plugin or quality policy stops the launch here, like a bad key
+        setup_tasks(cfg.tasks.plugins, cfg.tasks.weights, cfg.tasks.quality_policy)
         check_validation_tasks(cfg.validation)
     except ConfigError as exc:
         print(f"mfm train: config error: {exc}", file=sys.stderr)
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> None:
-    setup_tasks(cfg.tasks.plugins, cfg.tasks.weights)  # before any task is drawn or counted
+    setup_tasks(cfg.tasks.plugins, cfg.tasks.weights, cfg.tasks.quality_policy)  # before any task is drawn or counted
     # ---- processes and device -----------------------------------------------------------------------------
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else torch.device("cpu")

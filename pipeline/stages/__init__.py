@@ -6,6 +6,7 @@ from pipeline.config import CurateConfig, ModelStageConfig
 from pipeline.stages.aesthetic import AestheticStage
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.blur import BlurStage
+from pipeline.stages.caption import CaptionStage, VllmCaptionStage
 from pipeline.stages.clip_encode import ClipEncodeStage
 from pipeline.stages.depth import DepthStage
 from pipeline.stages.filter import FilterStage
@@ -14,6 +15,7 @@ from pipeline.stages.motion_frames import MotionFramesStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.probe import ProbeStage
 from pipeline.stages.proxies import ProxyStage
+from pipeline.stages.quality import QualityTagStage
 from pipeline.stages.shot_split import ShotSplitStage, TransNetShotSplitStage
 from pipeline.stages.text_embed import TextEmbedStage
 from pipeline.stages.vae_latents import VaeLatentStage
@@ -26,7 +28,7 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
     cpu = Resources(cpus=cfg.run.cpus_per_task)
     per_clip = {"resources": cpu, "batch_size": cfg.run.clip_batch_size}
     backend = cfg.motion.backend
-    models = [c for c in (cfg.depth, cfg.text, cfg.vae, cfg.aesthetic) if c.model]
+    models = [c for c in (cfg.depth, cfg.caption, cfg.text, cfg.vae, cfg.aesthetic) if c.model]
     models += [cfg.motion] if backend != "farneback" else []
     models += [cfg.clip] if cfg.clip.shot_detector == "transnetv2" else []
     share = int(100 / len(models)) / 100 if models else 0.0  # GPUs split evenly between model stages
@@ -61,7 +63,8 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
         FilterStage(blur_threshold=cfg.blur.threshold, motion_threshold=cfg.motion.threshold,
                     score_only=run.score_only, **per_clip),  # fmt: skip
         ClipEncodeStage(crf=clip.crf, preset=clip.preset,
-                        keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.aesthetic.model or cfg.proxies.phases),
+                        keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.aesthetic.model or cfg.proxies.phases
+                                         or cfg.caption.model),
                         **per_clip, **io),  # fmt: skip
     ]
     if cfg.ocr.on:
@@ -83,9 +86,17 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
     if cfg.vae.model:
         stages.append(VaeLatentStage(model_path=cfg.vae.model, model_name=cfg.vae.name,
                                      buckets=tuple(cfg.vae.buckets), **actor(cfg.vae), **io))  # fmt: skip
+    if cfg.caption.model:  # before text_embed: the T5 embedding sees the model caption
+        c = cfg.caption
+        kind = VllmCaptionStage if c.backend == "vllm" else CaptionStage
+        stages.append(kind(model_path=c.model, model_name=c.model_name, prompt=c.prompt,
+                           max_new_tokens=c.max_new_tokens, **(actor(c) | {"batch_size": c.batch_size}), **io))
     if cfg.text.model:
         stages.append(TextEmbedStage(model_path=cfg.text.model, model_name=cfg.text.name,
                                      captions_per_forward=cfg.text.batch_size, **actor(cfg.text), **io))  # fmt: skip
+    q = cfg.quality
+    stages.append(QualityTagStage(min_short_side=q.min_short_side, watermark=q.watermark, text_area=q.text_area,
+                                  min_caption_words=q.min_caption_words, min_aesthetic=q.min_aesthetic, **per_clip))
     stages.append(WriteStage(resources=cpu, batch_size=run.write_batch_size, clips_uri=clips_uri,
                              config_hash=config_hash, storage_options=cfg.storage.lance_options))  # fmt: skip
     return stages

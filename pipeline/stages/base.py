@@ -97,6 +97,10 @@ class Stage:
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def apply(self, ds: Any) -> Any | None:
+        """A stage that is its own Ray Data operator (e.g. `ray.data.llm`) returns the new dataset; None: map."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         kind = f"actors x{self.actors}" if self.actors else "tasks"
         return {"stage": self.name, "kind": kind, "cpus": self.resources.cpus, "gpus": self.resources.gpus,

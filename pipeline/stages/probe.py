@@ -16,7 +16,8 @@ class ProbeStage(Stage):
     name = "probe"
     reads = ("source_uri", "media_type", "caption_uri")
     writes = ("src_status", "src_error_kind", "src_error", "src_size_bytes", "src_container", "src_codec",
-              "src_fps", "src_n_frames", "src_width", "src_height", "src_duration_s", "caption")  # fmt: skip
+              "src_fps", "src_n_frames", "src_width", "src_height", "src_duration_s", "caption",
+              "caption_source")  # fmt: skip
 
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,6 +35,8 @@ class ProbeStage(Stage):
         out = {**row, "src_status": "ok", **{f"src_{k}": v for k, v in info.items()}}
         if row.get("caption") is None:
             out["caption"] = self._sidecar_caption(row.get("caption_uri"))
+        if not row.get("caption_source"):  # "manifest" set by inputs.source_row
+            out["caption_source"] = "sidecar" if out["caption"] else ""
         return out
 
     def _sidecar_caption(self, uri: str | None) -> str:

@@ -170,6 +170,7 @@ class OcrConfig(ModelStageConfig):
     min_iou: float = Field(0.5, gt=0, le=1)  # watermark: box matches between sampled frames below count as 0
     det_thresh: float = Field(0.3, gt=0, lt=1)  # detector pixel threshold
     box_thresh: float = Field(0.5, gt=0, lt=1)  # detector box score threshold
+    max_line_height: float = Field(0.35, gt=0, le=1)  # taller boxes are textures, not text lines: dropped
     gpus: float | None = Field(0.0, ge=0)  # > 0 uses ONNX Runtime's CUDA provider (needs onnxruntime-gpu)
 
     @model_validator(mode="after")

@@ -106,3 +106,11 @@ def test_ocr_stage_is_built_after_clip_encode_and_bad_knobs_are_rejected():
     for key, value in (("ocr.border", 0.7), ("ocr.n_frames", 0), ("ocr.min_iou", 0), ("ocr.detector", "x")):
         with pytest.raises(ConfigError, match=key.split(".")[1]):
             load_config(overrides={key: value})
+
+
+def test_boxes_taller_than_a_text_line_are_dropped():
+    line = np.array([[10, 10], [90, 10], [90, 30], [10, 30]], np.float32)  # 20 px of 100: a line
+    frame_box = np.array([[0, 0], [100, 0], [100, 98], [0, 98]], np.float32)  # the detector's answer to texture
+    kept = ocr.text_lines(np.stack([line, frame_box]), 100, 0.35)
+    assert kept.shape == (1, 4, 2) and np.array_equal(kept[0], line)
+    assert ocr.text_lines(np.zeros((0, 4, 2), np.float32), 100, 0.35).shape == (0, 4, 2)

@@ -56,3 +56,12 @@ def watermark_score(frames_boxes: list[list[list[float]]], band: float = 0.15, m
         best = max((iou(a, b) for a in prev for b in nxt), default=0.0)
         pair_scores.append(best if best >= min_iou else 0.0)
     return float(np.mean(pair_scores))
+
+
+def text_lines(quads: np.ndarray, height: int, max_line_height: float) -> np.ndarray:
+    """The quadrilaterals (N, 4, 2) no taller than `max_line_height` of the frame: a "line" taller than that is
+    the detector answering a texture (seen on panning synthetic textures: one box over the whole frame)."""
+    if len(quads) == 0:
+        return quads
+    tall = (quads[..., 1].max(axis=1) - quads[..., 1].min(axis=1)) > max_line_height * height
+    return quads[~tall]

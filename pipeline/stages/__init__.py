@@ -70,7 +70,8 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
     if cfg.ocr.on:
         o = cfg.ocr
         stages.append(OcrStage(n_frames=o.n_frames, max_side=o.max_side, border=o.border, min_iou=o.min_iou,
-                               det_thresh=o.det_thresh, box_thresh=o.box_thresh, **actor(o), **io))  # fmt: skip
+                               det_thresh=o.det_thresh, box_thresh=o.box_thresh, max_line_height=o.max_line_height,
+                               **actor(o), **io))  # fmt: skip
     if cfg.depth.model:
         stages.append(DepthStage(model_path=cfg.depth.model, model_name=cfg.depth.name,
                                  frames_per_forward=cfg.depth.batch_size, precision=cfg.depth.precision,

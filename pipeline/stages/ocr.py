@@ -33,6 +33,7 @@ class OcrStage(Stage):
     min_iou: float = 0.5  # watermark: consecutive-frame box matches below this count as 0
     det_thresh: float = 0.3  # detector pixel threshold
     box_thresh: float = 0.5  # detector box score threshold
+    max_line_height: float = 0.35  # boxes taller than this share of the frame are not text lines: dropped
 
     def setup(self) -> None:
         import onnxruntime
@@ -60,8 +61,8 @@ class OcrStage(Stage):
             with rejecting_on_error(row, "model_error", self.name):
                 boxes, areas = [], []
                 for frame in self._frames(row):
-                    quads = self.detect(frame)
                     h, w = frame.shape[:2]
+                    quads = ocr.text_lines(self.detect(frame), h, self.max_line_height)
                     areas.append(ocr.text_area(quads, h, w))
                     boxes.append(ocr.normalised_boxes(quads, h, w))
                 row["text_area"] = float(np.mean(areas))

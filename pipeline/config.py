@@ -171,12 +171,19 @@ class OcrConfig(ModelStageConfig):
     det_thresh: float = Field(0.3, gt=0, lt=1)  # detector pixel threshold
     box_thresh: float = Field(0.5, gt=0, lt=1)  # detector box score threshold
     max_line_height: float = Field(0.35, gt=0, le=1)  # taller boxes are textures, not text lines: dropped
+    # optional learned watermark classifier (ONNX, local path or URL; `WatermarkClassifier` says its I/O): the
+    # watermark score is then the larger of the OCR persistence score and its probability of `watermark_class`
+    watermark_model: str | None = None
+    watermark_class: int = Field(0, ge=0)
     gpus: float | None = Field(0.0, ge=0)  # > 0 uses ONNX Runtime's CUDA provider (needs onnxruntime-gpu)
 
     @model_validator(mode="after")
     def _installed(self) -> OcrConfig:
         if self.enabled and not rapidocr_installed():
             raise ValueError("enabled, but rapidocr/onnxruntime are not installed (make env installs them)")
+        local = self.watermark_model and "://" not in self.watermark_model
+        if local and not os.path.isfile(self.watermark_model):
+            raise ValueError(f"watermark_model {self.watermark_model!r}: no such file")
         return self
 
     @property

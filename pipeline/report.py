@@ -76,17 +76,32 @@ def depth_to_rgb(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]
 
 
+def draw_text_boxes(frame: np.ndarray, boxes: list[list[float]] | None) -> np.ndarray:
+    """A copy of `frame` (H, W, 3) with the OCR `text_boxes` ([x0, y0, x1, y1] in [0, 1]) outlined in red."""
+    import cv2
+
+    out = np.ascontiguousarray(frame).copy()
+    h, w = out.shape[:2]
+    for x0, y0, x1, y1 in boxes or []:
+        cv2.rectangle(out, (round(x0 * w), round(y0 * h)), (round(x1 * w), round(y1 * h)), (255, 0, 0), 2)
+    return out
+
+
 def contact_sheet(clips_ds: Any, offsets: list[int], tile_height: int = 120) -> list[np.ndarray]:
-    """For each row offset: its first, middle and last frame, each beside its depth map -> RGB (h, W, 3)."""
+    """For each row offset: its first, middle and last frame, each beside its depth map -> RGB (h, W, 3); the
+    first frame shows the OCR text boxes (v3 tables)."""
     import cv2
 
     if not offsets:
         return []
     blobs = clips_ds.take_blobs("video", indices=offsets)
-    depth_rows = clips_ds.take(offsets, columns=["depth_frames", "depth_min", "depth_max"]).to_pylist()
+    columns = ["depth_frames", "depth_min", "depth_max"] + (["text_boxes"] if "text_boxes" in clips_ds.schema.names
+                                                            else [])  # fmt: skip
+    depth_rows = clips_ds.take(offsets, columns=columns).to_pylist()
     rows = []
     for blob, depth_row in zip(blobs, depth_rows, strict=True):
         frames = codecs.decode_video(blob.readall())  # (T, H, W, 3)
+        frames[0] = draw_text_boxes(frames[0], depth_row.get("text_boxes"))
         depth = None
         if depth_row["depth_frames"]:
             depth = codecs.decode_depth(depth_row["depth_frames"], depth_row["depth_min"], depth_row["depth_max"])
@@ -123,7 +138,8 @@ def write_report(output: str, out_html: str | Path, n_clips: int = 8, storage_op
     """Read the tables under `output` and write the report to `out_html` (and the sheet to `sheet_png`)."""
     clips_ds = commits.open_or_create(output, tables.CLIPS_TABLE, storage_options)
     sources_ds = commits.open_or_create(output, tables.SOURCES_TABLE, storage_options)
-    extra = [c for c in ("aesthetic", "duplicate_of") if c in clips_ds.schema.names]  # v3 columns
+    extra = [c for c in ("aesthetic", "duplicate_of", "text_area", "watermark", "caption_source")
+             if c in clips_ds.schema.names]  # v3 columns
     clips = clips_ds.to_table(columns=_SCALAR_COLUMNS + extra).to_pylist()
     duplicates = sum(c.get("duplicate_of") is not None for c in clips)
     sources = sources_ds.to_table(columns=["uri", "status", "error_kind", "error", "n_clips", "n_clips_passed"])
@@ -138,7 +154,8 @@ def write_report(output: str, out_html: str | Path, n_clips: int = 8, storage_op
         f'<div class="clip"><img alt="clip {k}" src="data:image/png;base64,{_b64png(row)}">'
         f"<p>{html.escape(clips[i]['source_uri'])} [{clips[i]['n_frames']} frames, blur "
         f"{clips[i]['blur_score'] or 0:.0f}, motion {clips[i]['motion_score'] or 0:.2f} px/f]<br>"
-        f"<i>{html.escape(clips[i]['caption'] or '')}</i></p></div>"
+        f"<i>{html.escape(clips[i]['caption'] or '')}</i>"
+        f"{' (' + html.escape(clips[i]['caption_source']) + ')' if clips[i].get('caption_source') else ''}</p></div>"
         for k, (i, row) in enumerate(zip(picks, sheet, strict=True))
     ) or "<p>no kept clips</p>"
     if sheet and sheet_png:
@@ -152,6 +169,8 @@ def write_report(output: str, out_html: str | Path, n_clips: int = 8, storage_op
         svg_histogram([min(c["source_width"] or 0, c["source_height"] or 0) for c in clips], "size (short side)",
                       " px"),
         svg_histogram([c.get("aesthetic") for c in clips], "aesthetic score (LAION)"),
+        svg_histogram([c.get("text_area") for c in clips], "text area (share of the frame)"),
+        svg_histogram([c.get("watermark") for c in clips], "watermark score"),
     ])  # fmt: skip
     task_counts, tag_counts, trainable = task_table(clips_ds)
     task_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in task_counts.items())

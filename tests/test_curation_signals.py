@@ -65,13 +65,14 @@ def curated(tmp_path_factory) -> dict[str, list[dict]]:
     finally:
         ray.shutdown()
     cols = ["source_uri", "passed", "n_frames", "frame_start", "caption", *SIGNALS]
-    rows: dict[str, list[dict]] = {}
+    rows: dict[str, list[dict]] = {"_out": out}
     for r in lance.dataset(str(out / "clips.lance")).to_table(columns=cols).to_pylist():
         rows.setdefault(Path(r["source_uri"]).stem, []).append(r)
     return rows
 
 
 def test_every_source_of_2s_shots_yields_kept_clips_with_every_signal(curated):
+    curated = {k: v for k, v in curated.items() if k != "_out"}
     assert sorted(curated) == ["bare", "news", "street"]
     for name, rows in curated.items():
         kept = [r for r in rows if r["passed"]]
@@ -86,7 +87,7 @@ def test_every_source_of_2s_shots_yields_kept_clips_with_every_signal(curated):
 
 
 def test_the_signals_tell_the_sources_apart(curated):
-    kept = {name: [r for r in rows if r["passed"]] for name, rows in curated.items()}
+    kept = {name: [r for r in rows if r["passed"]] for name, rows in curated.items() if name != "_out"}
     assert all(r["caption_source"] == "sidecar" for r in kept["street"] + kept["news"])
     assert all(r["caption_source"] == "model" and r["caption"].strip() for r in kept["bare"])
     news_watermark = min(r["watermark"] for r in kept["news"])
@@ -95,3 +96,14 @@ def test_the_signals_tell_the_sources_apart(curated):
     assert news_watermark > 0.5 > plain_watermark
     assert all("watermarked" in r["quality_tags"] for r in kept["news"])
     assert min(r["text_area"] for r in kept["news"]) > max(r["text_area"] for r in kept["street"])
+
+
+def test_the_report_shows_the_new_signals_and_the_tasks_clips_qualify_for(curated, tmp_path):
+    from pipeline.report import write_report
+
+    page = write_report(str(curated["_out"]), tmp_path / "report.html", sheet_png=tmp_path / "sheet.png").read_text()
+    for title in ("text area (share of the frame)", "watermark score", "aesthetic score (LAION)"):
+        assert f"{title} (n=9)" in page, title
+    assert "(model)" in page and "(sidecar)" in page  # each caption with where it came from
+    assert "watermarked" in page and "low_res" in page  # the tag counts
+    assert (tmp_path / "sheet.png").stat().st_size > 0

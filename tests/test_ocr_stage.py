@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import lance
 import numpy as np
@@ -114,3 +115,31 @@ def test_boxes_taller_than_a_text_line_are_dropped():
     kept = ocr.text_lines(np.stack([line, frame_box]), 100, 0.35)
     assert kept.shape == (1, 4, 2) and np.array_equal(kept[0], line)
     assert ocr.text_lines(np.zeros((0, 4, 2), np.float32), 100, 0.35).shape == (0, 4, 2)
+
+
+def _classifier(path: Path, bias: tuple[float, float]) -> Path:
+    """A tiny ONNX watermark classifier whose logits are `bias` whatever the frame (weights zero): a known answer."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 2))  # fmt: skip
+    with torch.no_grad():
+        net[3].weight.zero_()
+        net[3].bias.copy_(torch.tensor(bias))
+    torch.onnx.export(net, torch.rand(1, 3, 64, 64), str(path), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "n"}}, dynamo=False)  # fmt: skip
+    return path
+
+
+def test_a_learned_watermark_classifier_raises_the_score_when_given(tmp_path):
+    rows = _clip_rows(tmp_path, {"plain": _background(5)})
+    sure = OcrStage(actors=1, watermark_model=str(_classifier(tmp_path / "wm.onnx", (3.0, -3.0))))
+    sure.setup()
+    assert sure.classifier.size == 64
+    marked = sure.process([dict(rows["plain"])])[0]["watermark"]
+    assert marked == pytest.approx(1 / (1 + np.exp(-6.0)), abs=1e-5)  # softmax of (3, -3): the plain clip is flagged
+    unsure = OcrStage(actors=1, watermark_model=str(_classifier(tmp_path / "no.onnx", (-3.0, 3.0))))
+    unsure.setup()
+    assert unsure.process([dict(rows["plain"])])[0]["watermark"] == pytest.approx(1 / (1 + np.exp(6.0)), abs=1e-5)
+    with pytest.raises(ConfigError, match="watermark_model"):
+        load_config(overrides={"ocr.watermark_model": str(tmp_path / "missing.onnx")})

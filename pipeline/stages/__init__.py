@@ -71,6 +71,7 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
         o = cfg.ocr
         stages.append(OcrStage(n_frames=o.n_frames, max_side=o.max_side, border=o.border, min_iou=o.min_iou,
                                det_thresh=o.det_thresh, box_thresh=o.box_thresh, max_line_height=o.max_line_height,
+                               watermark_model=o.watermark_model or "", watermark_class=o.watermark_class,
                                **actor(o), **io))  # fmt: skip
     if cfg.depth.model:
         stages.append(DepthStage(model_path=cfg.depth.model, model_name=cfg.depth.name,

@@ -13,6 +13,7 @@ from pipeline.ops import ocr
 from pipeline.ops.blur import sample_indices
 from pipeline.stages.base import Stage, is_active, rejecting_on_error
 from pipeline.stages.clip_encode import row_frames
+from pipeline.weights import local_weights
 
 
 @dataclass
@@ -34,6 +35,8 @@ class OcrStage(Stage):
     det_thresh: float = 0.3  # detector pixel threshold
     box_thresh: float = 0.5  # detector box score threshold
     max_line_height: float = 0.35  # boxes taller than this share of the frame are not text lines: dropped
+    watermark_model: str = ""  # optional learned watermark classifier (ONNX); "" off
+    watermark_class: int = 0  # the classifier's output index that means "watermarked"
 
     def setup(self) -> None:
         import onnxruntime
@@ -53,6 +56,12 @@ class OcrStage(Stage):
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         })  # fmt: skip
         self.detect(np.zeros((64, 64, 3), np.uint8))  # loads the shipped det model now, not on the first clip
+        self.classifier = None
+        if self.watermark_model:
+            path = local_weights(self.watermark_model, self.storage_options, self.cache_dir)
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+            self.classifier = WatermarkClassifier(onnxruntime.InferenceSession(path, providers=providers),
+                                                  self.watermark_class)
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:
@@ -60,7 +69,8 @@ class OcrStage(Stage):
                 continue
             with rejecting_on_error(row, "model_error", self.name):
                 boxes, areas = [], []
-                for frame in self._frames(row):
+                frames = self._frames(row)
+                for frame in frames:
                     h, w = frame.shape[:2]
                     quads = ocr.text_lines(self.detect(frame), h, self.max_line_height)
                     areas.append(ocr.text_area(quads, h, w))
@@ -68,6 +78,9 @@ class OcrStage(Stage):
                 row["text_area"] = float(np.mean(areas))
                 row["text_boxes"] = boxes[0]
                 row["watermark"] = ocr.watermark_score(boxes, self.border, self.min_iou)
+                if self.classifier is not None:  # either finds the overlay: text that stays put, or the classifier
+                    learned = self.classifier(frames)
+                    row["watermark"] = learned if row["watermark"] is None else max(row["watermark"], learned)
         return rows
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
@@ -86,3 +99,25 @@ class OcrStage(Stage):
             return frames
         size = (max(1, round(frames.shape[2] * scale)), max(1, round(frames.shape[1] * scale)))
         return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+
+
+class WatermarkClassifier:
+    """A learned watermark classifier in ONNX (e.g. LAION's watermark detector, exported): frames (N, 3, S, S),
+    RGB in [0, 1] normalised with ImageNet's mean and std, -> logits (N, C); the score is the mean softmax
+    probability of `positive` over the sampled frames. S is the model's input size (224 when dynamic)."""
+
+    MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+    STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+    def __init__(self, session: Any, positive: int = 0) -> None:
+        self.session, self.positive = session, positive
+        spec = session.get_inputs()[0]
+        self.input = spec.name
+        self.size = spec.shape[-1] if isinstance(spec.shape[-1], int) else 224
+
+    def __call__(self, frames: np.ndarray) -> float:
+        x = np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames])
+        x = ((x.astype(np.float32) / 255.0 - self.MEAN) / self.STD).transpose(0, 3, 1, 2)  # (N, 3, S, S)
+        logits = self.session.run(None, {self.input: np.ascontiguousarray(x)})[0].astype(np.float64)  # (N, C)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return float((p[:, self.positive] / p.sum(axis=1)).mean())

@@ -189,7 +189,9 @@ def test_report_has_histograms_and_a_contact_sheet(curated, tmp_path):
 
     write_report(str(curated), html_path, n_clips=4, sheet_png=sheet)
     text = html_path.read_text()
-    assert text.count("<svg") == 4 and "too_blurry" in text and "unsupported_codec" in text
+    # blur, motion, duration, size, and (OCR on) text area and watermark; no aesthetic model: "no values"
+    assert text.count("<svg") == 6 and "too_blurry" in text and "unsupported_codec" in text
+    assert "text area (share of the frame)" in text and "watermark score" in text
     assert "data:image/png;base64," in text and sheet.read_bytes()[:4] == b"\x89PNG"
     assert cli.main(["report", str(curated), "--out", str(tmp_path / "r2.html")]) == 0
 

@@ -60,13 +60,17 @@ def describe(cfg: CurateConfig, output: str | None = None) -> str:
     """Every stage in order with its kind, resources, batch size and the columns it reads and writes; with
     `output` holding a curated `clips` table, the clips that qualify per task and the quality-tag counts."""
     from pipeline.stages import build_stages
+    from pipeline.stages.group import group_stages
 
-    lines = ["mfm curate stages, in order (gpus 'auto': a share of the cluster's GPUs when it has any):"]
-    for stage in build_stages(cfg):
-        d = stage.describe()
-        gpus = "auto" if d["gpus"] == 0 and stage.actors else d["gpus"]
-        lines += [f"{d['stage']:<14} {d['kind']:<10} cpus={d['cpus']} gpus={gpus} batch={d['batch_size']}",
-                  f"    reads:  {', '.join(d['reads'])}", f"    writes: {', '.join(d['writes'])}"]  # fmt: skip
+    lines = ["mfm curate stages, in order, under the Ray operator that runs them (gpus 'auto': a share of the "
+             "cluster's GPUs when it has any; actors of the decoding operator: as sized for a 2-CPU cluster):"]
+    for group in group_stages(build_stages(cfg)):
+        lines.append(f"== operator {group.name}: {group.describe()['kind']}, cpus={group.resources.cpus} each")
+        for stage in group.stages:
+            d = stage.describe()
+            gpus = "auto" if d["gpus"] == 0 and stage.actors else d["gpus"]
+            lines += [f"{d['stage']:<14} {d['kind']:<10} cpus={d['cpus']} gpus={gpus} batch={d['batch_size']}",
+                      f"    reads:  {', '.join(d['reads'])}", f"    writes: {', '.join(d['writes'])}"]  # fmt: skip
     lines.append(f"motion: {cfg.motion.backend}; depth: {cfg.depth.model or 'off (set depth.model)'}; "
                  f"text: {cfg.text.model or 'off (set text.model)'}; "
                  f"aesthetic: {cfg.aesthetic.model or 'off (set aesthetic.model)'}; vae: {cfg.vae.model or 'off'}; "

@@ -69,15 +69,20 @@ def done_source_ids(sources_ds: Any) -> set[str]:
     return set(sources_ds.to_table(columns=["source_id"]).column("source_id").to_pylist())
 
 
-def delete_orphans(clips_ds: Any, done: set[str], chunk: int = 500) -> int:
+def delete_orphans(clips_ds: Any, done: set[str]) -> int:
     """Delete clip rows whose source has no `sources` row (left by a killed run); -> rows deleted."""
     present = set(clips_ds.to_table(columns=["source_id"]).column("source_id").unique().to_pylist())
-    orphans = sorted(present - done)
-    before = clips_ds.count_rows()
-    for start in range(0, len(orphans), chunk):
-        quoted = ", ".join(f"'{sid}'" for sid in orphans[start : start + chunk])  # uuids: no quoting issues
+    return delete_sources(clips_ds, present - done)
+
+
+def delete_sources(clips_ds: Any, source_ids: set[str], chunk: int = 500) -> int:
+    """Delete the clip rows of `source_ids` (a new version of `clips_ds`); -> rows deleted."""
+    ids = sorted(source_ids)
+    before = clips_ds.count_rows() if ids else 0
+    for start in range(0, len(ids), chunk):
+        quoted = ", ".join(f"'{sid}'" for sid in ids[start : start + chunk])  # uuids: no quoting issues
         clips_ds.delete(f"source_id IN ({quoted})")
-    return before - clips_ds.count_rows() if orphans else 0
+    return before - clips_ds.count_rows() if ids else 0
 
 
 def index_clip_ids(clips_ds: Any) -> Any:

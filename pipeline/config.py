@@ -69,13 +69,19 @@ class ClipConfig(_Section):
     transnet_threshold: float = Field(0.5, gt=0, lt=1)  # transition probability above which a frame is one
     transnet_batch_size: int = Field(8, ge=1)  # 100-frame windows per TransNetV2 forward
     transnet_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the actor holds a GPU
-    transnet_actors: int = Field(1, ge=1)
-    transnet_cpus: float = Field(0.5, gt=0)
-    transnet_gpus: float | None = Field(None, ge=0)  # None: a share of the GPUs when the cluster has them
+    # the TransNetV2 actors are where each source is decoded once (and its clips blurred, scored and encoded):
+    # None: as many as the CPUs hold once every other operator can run (stages/__init__.py: _size_decoders)
+    transnet_actors: int | None = Field(None, ge=1)
+    transnet_cpus: float = Field(0.5, gt=0)  # fractional: on 2 cores the model actors and one task must fit
+    # None: the model stages' even share of the cluster's GPUs, spread over the actors (0 without GPUs)
+    transnet_gpus: float | None = Field(None, ge=0)
     shot_threshold: float = Field(15.0, gt=0)  # least HSV content change of a cut (0-255 scale) ...
     shot_ratio: float = Field(3.0, gt=1)  # ... and at least this many times its neighbours' change
     min_shot_frames: int = Field(8, ge=1)  # no two cuts closer than this
     scan_long_side: int = Field(96, ge=16)  # frames are scanned for cuts at this size (small: less motion noise)
+    # CPUs of an HSV decoding task (it decodes a source, scores and encodes its clips; from 2 on, FFmpeg
+    # decodes with threads); with transnetv2 the decoding actors hold transnet_cpus
+    decode_cpus: float = Field(1.0, gt=0)
     max_side: int = Field(1280, ge=16)  # stored media: long side at most this (never up-scaled)
     crf: int = Field(18, ge=0, le=51)  # H.264 quality of the stored clip
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
@@ -276,7 +282,7 @@ class RunConfig(_Section):
     score_only: bool = False  # annotate scores, reject nothing
     commit_every: int = Field(16, ge=1)  # commit when this many sources are complete ...
     commit_interval_s: float = Field(60.0, gt=0)  # ... or this long after the last commit
-    cpus_per_task: float = Field(0.5, gt=0)  # CPU stages (tasks)
+    cpus_per_task: float = Field(0.5, gt=0)  # CPU stages (tasks); x264 runs this many threads, rounded up
     clip_batch_size: int = Field(4, ge=1)  # clips per CPU task
     write_batch_size: int = Field(32, ge=1)  # clips per written Lance fragment
     cache_dir: str = "/tmp/mfm-curate-cache"  # node-local copies of remote sources and weights

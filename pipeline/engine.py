@@ -15,6 +15,7 @@ import logging
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ from pipeline.contract import tables
 from pipeline.inputs import list_sources
 from pipeline.progress import CurateProgress
 from pipeline.stages import build_stages
-from pipeline.stages.base import Stage, rows_to_table
+from pipeline.stages.base import rows_to_table
+from pipeline.stages.group import StageGroup, group_stages
 
 log = logging.getLogger("mfm.curate")
 MAX_INPUT_BLOCKS = 1024  # sources are spread over this many blocks at most: parallel, yet few tasks
@@ -48,6 +50,7 @@ class RunSummary:
     frames_per_s: float = 0.0
     clips_version: int = 0
     sources_version: int = 0
+    stage_seconds: Counter[str] = field(default_factory=Counter)  # busy seconds per stage, summed over workers
 
     @property
     def all_failed(self) -> bool:
@@ -64,6 +67,12 @@ class RunSummary:
             f"tables: clips v{self.clips_version}, sources v{self.sources_version}; {self.seconds:.1f} s, "
             f"{self.clips_per_s:.2f} clips/s, {self.frames_per_s:.1f} frames/s",
         ]
+        busy = sum(self.stage_seconds.values())
+        if busy:
+            shares = ", ".join(f"{name} {seconds / busy:.0%} ({seconds:.1f} s)"
+                               for name, seconds in self.stage_seconds.most_common())  # fmt: skip
+            out.append(f"time per stage (share of {busy:.1f} s busy in the stages over all workers, "
+                       f"{self.seconds:.1f} s wall): {shares}")  # fmt: skip
         if self.orphans_deleted:
             out.append(f"resumed: removed {self.orphans_deleted} clip rows of sources an earlier run left unfinished")
         if self.incomplete:
@@ -88,35 +97,44 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(num_cpus=num_cpus, **kwargs)
 
 
-def apply_stage(ds: Any, stage: Stage) -> Any:
-    """One stage as a Ray Data operator: tasks, or an actor pool when it loads a model."""
+def apply_stage(ds: Any, group: StageGroup) -> Any:
+    """One group of stages as a Ray Data operator: tasks, or an actor pool when a stage loads a model."""
     import ray.data
 
-    own = stage.apply(ds)
+    own = group.apply(ds)
     if own is not None:
         return own
-    common = {"batch_format": "pyarrow", "batch_size": stage.batch_size, "num_cpus": stage.resources.cpus}
-    if stage.resources.gpus:
-        common["num_gpus"] = stage.resources.gpus
-    if stage.actors:
-        return ds.map_batches(_StageActor, fn_constructor_args=(stage,),
-                              compute=ray.data.ActorPoolStrategy(size=stage.actors), **common)  # fmt: skip
-    return ds.map_batches(_run_stage, fn_kwargs={"stage": stage}, **common)
+    common = {"batch_format": "pyarrow", "batch_size": group.batch_size, "num_cpus": group.resources.cpus}
+    if group.resources.gpus:
+        common["num_gpus"] = group.resources.gpus
+    if group.actors:
+        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=group.actors)
+        return ds.map_batches(_GroupActor, fn_constructor_args=(group,), compute=pool, **common)
+    return ds.map_batches(_run_group, fn_kwargs={"group": group}, **common)
 
 
-def _run_stage(batch: pa.Table, stage: Stage) -> pa.Table:
-    return rows_to_table(stage.process(batch.to_pylist()), stage.output_schema)
+def _run_group(batch: pa.Table, group: StageGroup) -> Iterator[pa.Table]:
+    """Rows through the group's stages; each output batch carries the stage seconds spent on it (and those the
+    operators before spent on its input, on its first row)."""
+    rows = batch.to_pylist()
+    carried: Counter[str] = Counter()
+    for row in rows:
+        carried.update(json.loads(row.pop("stage_seconds", None) or "{}"))
+    for out, seconds in group.batches(rows):
+        out[0]["stage_seconds"] = json.dumps(dict(carried + seconds))
+        carried = Counter()
+        yield rows_to_table(out, group.output_schema)
 
 
-class _StageActor:
-    """Holds one stage whose `setup` ran once, in this actor."""
+class _GroupActor:
+    """Holds one group whose stages' `setup` ran once, in this actor."""
 
-    def __init__(self, stage: Stage):
-        stage.setup()
-        self.stage = stage
+    def __init__(self, group: StageGroup):
+        group.setup()
+        self.group = group
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return _run_stage(batch, self.stage)
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        yield from _run_group(batch, self.group)
 
 
 class Committer:
@@ -131,14 +149,19 @@ class Committer:
         self.fragments: list[Any] = []
         self.received: Counter[str] = Counter()
         self.passed: Counter[str] = Counter()
-        self.completed: list[dict[str, Any]] = []  # source summaries whose clips are all written
+        self.closing: dict[str, dict[str, Any]] = {}  # closing rows of sources whose clips are not all in yet
+        self.completed: list[dict[str, Any]] = []  # closing rows of sources whose clips are all written
         self.finished: list[dict[str, Any]] = []  # committed source summaries
+        self.stage_seconds: Counter[str] = Counter()  # summed over every worker
         self.last_commit = time.monotonic()
 
     def add(self, receipt: dict[str, Any]) -> None:
+        """A write receipt: its fragments wait for the next commit; a source is complete once its closing row
+        (shot_split's last row of it, `is_clip` False) and all `src_n_clips` clip rows it announces are in."""
         from lance.fragment import FragmentMetadata
 
         self.fragments += [FragmentMetadata.from_json(json.dumps(f)) for f in json.loads(receipt["fragments"])]
+        self.stage_seconds.update(json.loads(receipt.get("stage_seconds") or "{}"))
         rows = json.loads(receipt["rows"])
         self.progress.add_clips(rows)
         for row in rows:
@@ -146,15 +169,25 @@ class Committer:
             if row["is_clip"]:
                 self.received[sid] += 1
                 self.passed[sid] += bool(row["passed"])
-            if self.received[sid] == (row["src_n_clips"] or 0):
-                self.completed.append(row)
+            else:
+                self.closing[sid] = row
+            closing = self.closing.get(sid)
+            if closing is not None and self.received[sid] == (closing["src_n_clips"] or 0):
+                self.completed.append(self.closing.pop(sid))
         if len(self.completed) >= self.every or time.monotonic() - self.last_commit >= self.interval:
             self.commit()
 
     def commit(self) -> None:
+        """Fragments first, then the clips of sources that failed after sending some are deleted, then the
+        `sources` rows: a source is done only once its clips are final (commits.py)."""
         if self.fragments:
             self.clips_ds = commits.commit_fragments(self.clips_ds, self.fragments, self.storage)
             self.fragments = []
+        failed = {r["source_id"] for r in self.completed if r["src_status"] != "ok" and self.received[r["source_id"]]}
+        if failed:  # e.g. truncated: its decode broke off after some windows were already out
+            commits.delete_sources(self.clips_ds, failed)  # moves clips_ds to the new version
+            for sid in failed:
+                self.received[sid] = self.passed[sid] = 0
         if self.completed:
             table = rows_to_table([self._source_row(r) for r in self.completed], tables.SOURCES_SCHEMA)
             self.sources_ds = commits.append_rows(self.sources_ds, table, self.storage)
@@ -194,11 +227,12 @@ def curate(input_uri: str, output: str, cfg: CurateConfig, address: str | None =
     if pending:
         init_ray(address, cfg.run.num_cpus)
         _quiet_ray_data()
-        gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        stages = build_stages(cfg, commits.table_uri(output, tables.CLIPS_TABLE), cfg.content_hash(), gpus)
+        resources = ray.cluster_resources()
+        stages = build_stages(cfg, commits.table_uri(output, tables.CLIPS_TABLE), cfg.content_hash(),
+                              float(resources.get("GPU", 0.0)), float(resources.get("CPU", 1.0)))  # fmt: skip
         ds = ray.data.from_items(pending, override_num_blocks=min(len(pending), MAX_INPUT_BLOCKS))
-        for stage in stages:
-            ds = apply_stage(ds, stage)
+        for group in group_stages(stages):
+            ds = apply_stage(ds, group)
         with progress:
             try:
                 for receipt in ds.iter_rows():
@@ -218,9 +252,11 @@ def curate(input_uri: str, output: str, cfg: CurateConfig, address: str | None =
     summary.clips_kept = progress.clips_kept
     summary.clips_rejected = progress.rejected
     summary.incomplete = len(pending) - len(committer.finished)
+    summary.stage_seconds = committer.stage_seconds
     summary.clips_version = committer.clips_ds.version
     summary.sources_version = committer.sources_ds.version
     summary.seconds = time.monotonic() - t0
+
     return summary
 
 

@@ -14,7 +14,6 @@ import video_fixtures as vf
 from pipeline import cli
 from pipeline.config import load_config
 from pipeline.contract import codecs
-from pipeline.ops import media as media_ops
 from pipeline.report import write_report
 from pipeline.stages.quality import QualityTagStage
 
@@ -96,7 +95,7 @@ def test_caption_less_input_gets_a_model_caption_and_its_embedding(ray_address, 
     stage = CaptionStage(model_path=str(tiny["vlm"]), max_new_tokens=7, actors=1,
                          prompt=load_config(config).caption.prompt)  # fmt: skip
     stage.setup()
-    frame = media_ops.read_frames(str(media / "bare.mp4"), [4], (SIZE[1], SIZE[0]))[0]  # middle of 9, stored size
+    frame = codecs.decode_video(str(media / "bare.mp4"), [4])[0]  # middle of 9, at the stored size
     assert stage.generate([frame])[0] == rows["bare.mp4"]["caption"]
 
 

@@ -9,8 +9,9 @@ import video_fixtures as vf
 from mfm import synthetic
 from pipeline.contract import codecs, tables
 from pipeline.contract.codecs import video_frames
-from pipeline.contract.frames import frames_to_tensor
+from pipeline.contract.frames import frames_to_tensor, resize_frames
 from pipeline.ops import blur, media, motion, shots, transnet
+from pipeline.ops.source_pass import SourcePass, WholeSource
 
 SIZE = (128, 160)  # (H, W); RAFT needs >= 128 px on both sides at the analysis size
 
@@ -18,8 +19,20 @@ SIZE = (128, 160)  # (H, W); RAFT needs >= 128 px on both sides at the analysis 
 def _pairs(path, n_frames: int, short_side: int = 128) -> np.ndarray:
     starts = motion.pair_starts(0, n_frames, 6, 1)
     indices = sorted({i for s in starts for i in (s, s + 1)})
-    frames = dict(zip(indices, media.read_frames(str(path), indices, motion.analysis_size(160, 128, short_side))))
+    width, height = motion.analysis_size(160, 128, short_side)
+    frames = dict(zip(indices, resize_frames(codecs.decode_video(str(path), indices), height, width), strict=True))
     return np.stack([[frames[s], frames[s + 1]] for s in starts])  # (N, 2, h, w, 3)
+
+
+def _scan(path, long_side: int = 96):
+    """Every frame at the HSV detector's scan size, as the decode pass scales them: (T, h, w, 3)."""
+    return [f.to_ndarray(width=w, height=h, format="rgb24") for f in video_frames(str(path))
+            for w, h in [media.fit_size(f.width, f.height, long_side)]]  # fmt: skip
+
+
+def _small(path):
+    """Every frame at TransNetV2's 48x27: (T, 27, 48, 3)."""
+    return np.stack([f.to_ndarray(width=48, height=27, format="rgb24") for f in video_frames(str(path))])
 
 
 def test_farneback_motion_is_ordered_and_near_the_truth(tmp_path):
@@ -55,7 +68,7 @@ def test_tiny_random_raft_runs_the_same_path(tmp_path):
 def test_cuts_are_found_within_one_frame(tmp_path):
     cuts = (13, 30, 47)
     path = vf.write_cuts_video(tmp_path / "cuts.mp4", 64, cuts, SIZE, speed=(2.0, 0.0))
-    scores, n = shots.content_scores(media.scan_frames(str(path), 96))
+    scores, n = shots.content_scores(_scan(path))
     found = shots.detect_cuts(scores, threshold=15, ratio=3, min_shot_frames=8)
     assert n == 64
     assert len(found) == len(cuts) and all(abs(f - c) <= 1 for f, c in zip(found, cuts)), found
@@ -63,7 +76,7 @@ def test_cuts_are_found_within_one_frame(tmp_path):
 
 def test_fast_motion_is_not_a_cut(tmp_path):
     path = vf.write_moving_pattern(tmp_path / "fast.mp4", 40, SIZE, (6.0, 2.0))
-    scores, _ = shots.content_scores(media.scan_frames(str(path), 96))
+    scores, _ = shots.content_scores(_scan(path))
     assert shots.detect_cuts(scores, threshold=15, ratio=3, min_shot_frames=8) == []
 
 
@@ -85,7 +98,7 @@ def test_transnetv2_finds_a_hard_cut_and_a_dissolve_but_none_in_a_pan(tmp_path, 
     # frames of shot 2 (88..99) cross-dissolve into shot 3, which starts clean at frame 100
     cut_dissolve = synthetic.write_video(tmp_path / "cd.mp4", synthetic.transition_frames([40, 60, 50], {1: 12}), 25)
     pan = synthetic.write_video(tmp_path / "pan.mp4", synthetic.transition_frames([150]), 25)
-    small = transnet.scan_small(video_frames(str(cut_dissolve)))
+    small = _small(cut_dissolve)
     assert small.shape == (150, 27, 48, 3)
     spans = transnet.transition_spans(*transnet.predict(transnet_model, small, batch_size=2))
     assert len(spans) == 2, spans
@@ -94,7 +107,7 @@ def test_transnetv2_finds_a_hard_cut_and_a_dissolve_but_none_in_a_pan(tmp_path, 
     assert abs(dis_start - 88) <= 1 and abs(dis_end - 100) <= 1, spans  # measured: (89, 100)
     shot_spans = shots.shots_between(150, transitions=spans)
     assert len(shot_spans) == 3 and not any(s < dis_end and e > dis_start for s, e in shot_spans)
-    pan_small = transnet.scan_small(video_frames(str(pan)))
+    pan_small = _small(pan)
     assert transnet.transition_spans(*transnet.predict(transnet_model, pan_small)) == []
 
 
@@ -106,8 +119,8 @@ def test_shots_between_leaves_transitions_out():
 def test_blurred_copy_scores_far_lower(tmp_path):
     sharp = vf.write_moving_pattern(tmp_path / "sharp.mp4", 9, SIZE, (2.0, 0.0))
     blurred = vf.write_blurred_copy(sharp, tmp_path / "blurred.mp4", sigma=3.0)
-    sharp_score = blur.blur_score(media.read_frames(str(sharp), [0, 4, 8]))
-    blurred_score = blur.blur_score(media.read_frames(str(blurred), [0, 4, 8]))
+    sharp_score = blur.blur_score(codecs.decode_video(str(sharp), [0, 4, 8]))
+    blurred_score = blur.blur_score(codecs.decode_video(str(blurred), [0, 4, 8]))
     assert sharp_score > 200 > 20 > blurred_score  # the paper's threshold separates them
 
 
@@ -117,7 +130,7 @@ def test_broken_zoo_gives_the_right_error_kinds(tmp_path):
         with pytest.raises(media.MediaError) as err:
             path = media.local_path(uri, None, str(tmp_path / "cache"))
             info = media.probe(path, "video")
-            list(media.scan_frames(path, 64, expected=info["n_frames"]))
+            list(SourcePass(path, (160, 128), (64, 52), WholeSource(), 9, 17, info["n_frames"]).windows())
         assert err.value.kind == kind, (name, err.value)
         assert err.value.message, name
 

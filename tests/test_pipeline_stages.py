@@ -17,6 +17,7 @@ from pipeline.stages.blur import BlurStage
 from pipeline.stages.clip_encode import ClipEncodeStage
 from pipeline.stages.depth import DepthStage
 from pipeline.stages.filter import FilterStage
+from pipeline.stages.group import group_stages
 from pipeline.stages.motion import MotionStage
 from pipeline.stages.motion_frames import MotionFramesStage
 from pipeline.stages.probe import ProbeStage
@@ -29,9 +30,14 @@ SIZE = (128, 160)
 
 
 def _split(tmp_path, rows, **knobs):
+    """Probe + shot split: each source's clip rows, then its closing row (is_clip False)."""
     cache = {"cache_dir": str(tmp_path / "cache")}
     probed = ProbeStage(**cache).process(rows)
     return ShotSplitStage(**{"min_frames": 9, "max_frames": 17, **knobs}, **cache).process(probed)
+
+
+def _clips(tmp_path, rows, **knobs):
+    return [r for r in _split(tmp_path, rows, **knobs) if r["is_clip"]]
 
 
 def _score(tmp_path, rows, **filter_knobs):
@@ -56,17 +62,24 @@ def test_broken_zoo_becomes_placeholder_rows(tmp_path):
 def test_shot_split_cuts_windows_and_images(tmp_path):
     video = vf.write_cuts_video(tmp_path / "cuts.mp4", 60, (20, 41), SIZE)
     image = vf.write_image(tmp_path / "still.jpg", SIZE)
-    rows = _split(tmp_path, [source_row(str(video)), source_row(str(image))], max_side=80)
+    out = _split(tmp_path, [source_row(str(video)), source_row(str(image))], max_side=80)
+    rows = [r for r in out if r["is_clip"]]
+    closing = [r for r in out if not r["is_clip"]]  # one per source, last of its rows: what the decode found
+    assert [r["src_n_clips"] for r in closing] == [6, 1] and closing[0]["src_n_frames"] == 60
+    assert out.index(closing[0]) == 6 and out[-1] is closing[1]
     spans = [(r["frame_start"], r["frame_end"], r["reject_reason"]) for r in rows[:-1]]
     assert spans == [(0, 17, None), (17, 20, "too_short"), (20, 37, None), (37, 41, "too_short"),
                      (41, 58, None), (58, 60, "too_short")]  # fmt: skip
-    assert {r["src_n_shots"] for r in rows[:-1]} == {3} and {r["src_n_clips"] for r in rows[:-1]} == {6}
+    assert closing[0]["src_n_shots"] == 3
+    shapes = [None if r["frames"] is None else r["frames"].shape for r in rows[:-1]]
+    assert shapes == [(n, 64, 80, 3) if n >= 9 else None for n in (17, 3, 17, 4, 17, 2)]  # rejects: no frames
     assert rows[0]["clip_id"] == tables.clip_id(str(video), 0, 17)
     assert (rows[0]["width"], rows[0]["height"], rows[0]["fps"]) == (80, 64, 24.0)
     still = rows[-1]
     assert (still["media_type"], still["frame_start"], still["frame_end"], still["n_frames"]) == ("image", 0, 1, 1)
     score_only = _split(tmp_path, [source_row(str(video))], reject_short=False)
-    assert all(r["passed"] and r["reject_reason"] is None for r in score_only)
+    assert all(r["passed"] and r["reject_reason"] is None and r["frames"] is not None
+               for r in score_only if r["is_clip"])  # fmt: skip
 
 
 def test_transnet_split_keeps_2s_shots_at_25fps_and_cuts_long_shots(tmp_path):
@@ -75,16 +88,16 @@ def test_transnet_split_keeps_2s_shots_at_25fps_and_cuts_long_shots(tmp_path):
     cache = {"cache_dir": str(tmp_path / "cache")}
     stage = TransNetShotSplitStage(min_frames=49, max_frames=97, device="cpu", actors=1, **cache)
     stage.setup()
-    rows = stage.process(ProbeStage(**cache).process([source_row(str(video))]))
+    *rows, closing = stage.process(ProbeStage(**cache).process([source_row(str(video))]))
     spans = [(r["frame_start"], r["frame_end"], r["reject_reason"]) for r in rows]
     assert spans == [(0, 49, None), (50, 99, None), (100, 149, None), (150, 247, None), (247, 280, "too_short")]
-    assert {r["src_n_shots"] for r in rows} == {4}
+    assert (closing["is_clip"], closing["src_n_shots"], closing["src_n_clips"]) == (False, 4, 5)
 
 
 def test_edit_pairs_link_source_to_target_by_span(tmp_path):
     src = vf.write_moving_pattern(tmp_path / "src.mp4", 30, SIZE, seed=1)
     dst = vf.write_moving_pattern(tmp_path / "dst.mp4", 30, SIZE, seed=2)
-    rows = _split(tmp_path, [source_row(str(src), "edit_source", "a cat", None, str(dst), "make it red"),
+    rows = _clips(tmp_path, [source_row(str(src), "edit_source", "a cat", None, str(dst), "make it red"),
                              source_row(str(dst), "edit_target", None, None, None, "make it red")])  # fmt: skip
     sources = [r for r in rows if r["role"] == "edit_source"]
     targets = {r["clip_id"] for r in rows if r["role"] == "edit_target"}
@@ -97,7 +110,7 @@ def test_blurred_copy_is_rejected_and_motion_is_scored(tmp_path):
     sharp = vf.write_moving_pattern(tmp_path / "sharp.mp4", 17, SIZE, (3.0, 0.0))
     blurred = vf.write_blurred_copy(sharp, tmp_path / "blurred.mp4")
     still = vf.write_moving_pattern(tmp_path / "still.mp4", 17, SIZE, (0.0, 0.0))
-    rows = _score(tmp_path, _split(tmp_path, [source_row(str(p)) for p in (sharp, blurred, still)]))
+    rows = _score(tmp_path, _clips(tmp_path, [source_row(str(p)) for p in (sharp, blurred, still)]))
     by_name = {r["source_uri"].rsplit("/", 1)[-1]: r for r in rows}
     assert by_name["sharp.mp4"]["passed"] and by_name["sharp.mp4"]["blur_score"] > 200
     assert by_name["sharp.mp4"]["motion_score"] == pytest.approx(3.0, rel=0.1)
@@ -105,7 +118,7 @@ def test_blurred_copy_is_rejected_and_motion_is_scored(tmp_path):
     assert "too_blurry" in by_name["blurred.mp4"]["reject_reason"].split(",")
     assert not by_name["blurred.mp4"]["passed"] and by_name["blurred.mp4"]["blur_score"] < 20
     assert by_name["still.mp4"]["reject_reason"] == "low_motion"
-    annotated = _score(tmp_path, _split(tmp_path, [source_row(str(blurred))]), score_only=True)
+    annotated = _score(tmp_path, _clips(tmp_path, [source_row(str(blurred))]), score_only=True)
     assert annotated[0]["passed"] and annotated[0]["blur_score"] < 200  # score-only: annotated, kept
 
 
@@ -118,7 +131,7 @@ def test_motion_stage_with_tiny_raft(tmp_path):
     weights = motion.save_raft(motion.load_raft("raft_small", None), tmp_path / "raft_small.safetensors")
     video = vf.write_moving_pattern(tmp_path / "m.mp4", 9, SIZE, (2.0, 0.0))
     rows = MotionFramesStage(n_pairs=2, analysis_short_side=128, cache_dir=str(tmp_path)).process(
-        _split(tmp_path, [source_row(str(video))])
+        _clips(tmp_path, [source_row(str(video))])
     )
     stage = MotionStage(backend="raft_small", raft_weights=str(weights), flow_updates=2, actors=1)
     stage.setup()
@@ -156,7 +169,7 @@ def test_depth_stage_in_bf16_is_close_to_fp32(tmp_path):
     tiny = write_tiny_pretrained(tmp_path / "tiny")
     video = vf.write_moving_pattern(tmp_path / "m.mp4", 9, SIZE, (3.0, 0.0))
     rows = ClipEncodeStage(keep_frames=True, cache_dir=str(tmp_path)).process(
-        _split(tmp_path, [source_row(str(video))], max_side=80))  # fmt: skip
+        _clips(tmp_path, [source_row(str(video))], max_side=80))  # fmt: skip
     depth = {}
     for precision in ("fp32", "bf16"):
         stage = DepthStage(model_path=str(tiny["depth"]), actors=1, precision=precision)
@@ -185,7 +198,7 @@ def test_proxies_cover_each_stage_bucket_and_hold_the_same_frames_and_depth(tmp_
     video = vf.write_moving_pattern(tmp_path / "m.mp4", 9, (128, 160), (2.0, 0.0), seed=1)
     image = vf.write_image(tmp_path / "still.png", (96, 128))
     rows = ClipEncodeStage(keep_frames=True, cache_dir=str(tmp_path)).process(
-        _split(tmp_path, [source_row(str(video)), source_row(str(image))]))  # fmt: skip
+        _clips(tmp_path, [source_row(str(video)), source_row(str(image))]))  # fmt: skip
     y, x = np.mgrid[0:128, 0:160].astype(np.float32)
     depth = np.stack([2.0 + y / 16 + np.sin(x / 9 + t) for t in range(9)])  # (T, H, W) smooth, known
     rows[0]["depth_frames"], rows[0]["depth_min"], rows[0]["depth_max"] = codecs.encode_depth(depth)
@@ -226,4 +239,8 @@ def test_stages_declare_resources_and_columns():
     model_stages = [s for s in stages if s.actors and s.name != "ocr"]  # ocr: CPU unless ocr.gpus is set
     assert [s.name for s in model_stages] == ["shot_split", "depth", "text_embed"]
     assert sum(s.resources.gpus for s in model_stages) <= 1.0 and all(s.resources.gpus > 0 for s in model_stages)
-    assert all(s.resources.cpus < 1 for s in stages)  # fractional: two cores never deadlock
+    for config in (load_config(), load_config(overrides={"clip.shot_detector": "hsv"}), cfg):
+        groups = group_stages(build_stages(config, cpus=2.0))
+        held = sum(g.resources.cpus * g.actors for g in groups if g.actors)  # actors keep their CPUs
+        tasks = max((g.resources.cpus for g in groups if not g.actors), default=0.0)
+        assert held + tasks <= 2.0, [(g.name, g.resources, g.actors) for g in groups]  # two cores never deadlock

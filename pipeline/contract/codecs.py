@@ -32,17 +32,18 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
-def x264_options(crf: int, preset: str, **more: str) -> dict[str, str]:
-    """libx264 options: one thread (a curation task holds the cores it declares) and, where the CPU has AVX-512,
-    x264's AVX2 code instead: its AVX-512 paths gave different bytes for the same frames from one encode to the
-    next on this project's AMD EPYC machines (caught by the reproducibility tests); AVX2 repeats exactly."""
-    options = {"crf": str(crf), "preset": preset, "threads": "1", **more}
+def x264_options(crf: int, preset: str, threads: int = 1, **more: str) -> dict[str, str]:
+    """libx264 options: `threads` (a curation task passes the cores it declares; x264's output is deterministic
+    for a given thread count) and, where the CPU has AVX-512, x264's AVX2 code instead: its AVX-512 paths gave
+    different bytes for the same frames from one encode to the next on this project's AMD EPYC machines (caught
+    by the reproducibility tests); AVX2 repeats exactly."""
+    options = {"crf": str(crf), "preset": preset, "threads": str(threads), **more}
     if "avx512bw" in _cpu_flags() and "avx2" in _cpu_flags():
         options["x264-params"] = "asm=avx2"
     return options
 
 
-def encode_video(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast") -> bytes:
+def encode_video(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast", threads: int = 1) -> bytes:
     """uint8 frames (T, H, W, 3) RGB with even H, W -> H.264 (yuv420p) mp4 bytes."""
     import av
 
@@ -53,7 +54,7 @@ def encode_video(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "v
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = x264_options(crf, preset)
+        stream.options = x264_options(crf, preset, threads)
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)

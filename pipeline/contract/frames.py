@@ -8,8 +8,12 @@ bicubic when it grows (what the super-resolution tasks' condition is up-sampled 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: curation's CPU workers never load it
+    import torch
 
 
 def to_signed(pixels: torch.Tensor) -> torch.Tensor:
@@ -19,11 +23,15 @@ def to_signed(pixels: torch.Tensor) -> torch.Tensor:
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (3, T, H, W) in [-1, 1] (the project's clip layout)."""
+    import torch
+
     return to_signed(torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2))
 
 
 def tensor_to_frames(clip: torch.Tensor) -> np.ndarray:
     """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3), rounded and clamped."""
+    import torch
+
     return ((clip.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
@@ -52,6 +60,8 @@ def cover_crop_tensor(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """`cover_crop` of a float (C, T, h, w) tensor in [-1, 1] -> (C, T, H, W), clamped to [-1, 1]."""
     if tuple(clip.shape[-2:]) == tuple(size):
         return clip
+    import torch
+
     frames = clip.detach().cpu().float().permute(1, 2, 3, 0).numpy()  # (T, h, w, C)
     out = torch.from_numpy(np.ascontiguousarray(cover_crop(frames, *size))).permute(3, 0, 1, 2)  # (C, T, H, W)
     return out.clamp(-1.0, 1.0).to(clip.device, clip.dtype)

@@ -1,4 +1,4 @@
-"""Reading sources: fetch through fsspec, probe and scan with PyAV, clip frame reads with decord.
+"""Reading sources: fetch through fsspec, probe with PyAV (ops/source_pass.py decodes them, once).
 
 Every failure becomes a `MediaError` whose `kind` is one of the contract's `tables.ERROR_KINDS`, so a bad input is
 recorded in `sources` with its reason instead of stopping the job.
@@ -9,13 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.contract.codecs import video_frames
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -130,41 +127,6 @@ def _open_error_kind(exc: Exception) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Frames
 # ---------------------------------------------------------------------------------------------------------
-
-
-def scan_frames(path: str, long_side: int, expected: int | None = None) -> Iterator[np.ndarray]:
-    """Every frame of a video, in order, scaled so its long side is `long_side`: (h, w, 3) uint8 RGB.
-
-    PyAV streams the file through the contract's decoder (decord leaks on long videos). Raises
-    MediaError("truncated") when decoding stops early, also when fewer than `expected` frames (the container's
-    count) come out.
-    """
-    import av
-
-    n, size = 0, None
-    try:
-        for frame in video_frames(path, threaded=True):
-            size = size or fit_size(frame.width, frame.height, long_side)
-            yield frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
-            n += 1
-    except av.error.FFmpegError as exc:
-        raise MediaError("truncated", f"{path}: decoding stopped after {n} frames: {exc}") from exc
-    if expected and n < expected - 1:
-        raise MediaError("truncated", f"{path}: {n} frames decoded, the container says {expected}")
-
-
-def read_frames(path: str, indices: list[int], size: tuple[int, int] | None = None) -> np.ndarray:
-    """Frames `indices` of a video (decord get_batch), optionally resized to size=(W, H): (N, H, W, 3) uint8."""
-    import decord
-
-    kwargs = {"width": size[0], "height": size[1]} if size else {}
-    try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1, **kwargs)
-        if max(indices) >= len(reader):
-            raise IndexError(f"the video has {len(reader)} frames")
-        return reader.get_batch(list(indices)).asnumpy()
-    except (decord.DECORDError, IndexError, RuntimeError) as exc:
-        raise MediaError("decode_error", f"{path}: frames {indices[0]}..{indices[-1]}: {exc}") from exc
 
 
 def read_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -10,7 +10,6 @@ least 3 frames long and touches such a frame (a gradual transition; a hard cut's
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -42,34 +41,71 @@ def load_model(device: str = "cpu") -> Any:
     return model.eval()
 
 
-def scan_small(frames: Iterable[Any]) -> np.ndarray:
-    """PyAV `VideoFrame`s -> (T, 27, 48, 3) uint8 RGB, each frame scaled once by FFmpeg to TransNetV2's size."""
-    small = [f.to_ndarray(width=SIZE[0], height=SIZE[1], format="rgb24") for f in frames]
-    return np.stack(small) if small else np.zeros((0, SIZE[1], SIZE[0], 3), np.uint8)
-
-
 def predict(model: Any, frames: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """(T, 27, 48, 3) uint8 -> (single, many) transition probabilities (T,), `batch_size` windows a forward.
+    """(T, 27, 48, 3) uint8 -> (single, many) transition probabilities (T,), `batch_size` windows a forward."""
+    detector = TransNetDetector(model, batch_size=batch_size)
+    detector.push(frames)
+    detector.decided(final=True)
+    return np.asarray(detector.single, np.float32), np.asarray(detector.many, np.float32)
 
-    Windows of 100 frames with stride 50 (the first and last frame repeated as padding); each keeps its
-    middle 50 frames, as in the reference implementation.
+
+class TransNetDetector:
+    """Streaming TransNetV2: `push` 48x27 frames in order, `decided` says which transitions are final.
+
+    Window k reads frames [50k - 25, 50k + 75) (indices clamped to the video: the first and last frame
+    repeat as padding, as in the reference implementation) and keeps its middle 50 frames' scores, so it
+    runs as soon as frame 50k + 74 is decoded; `batch_size` ready windows a forward. A frame's transition
+    status is final once its scores are known and it is not in a run of `many` still open at the end.
     """
-    import torch
 
-    n = len(frames)
-    if n == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    tail = CONTEXT + STEP - (n % STEP or STEP)
-    padded = np.concatenate([frames[:1].repeat(CONTEXT, 0), frames, frames[-1:].repeat(tail, 0)])
-    starts = range(0, len(padded) - WINDOW + 1, STEP)
-    single, many = [], []
-    with torch.no_grad():
-        for i in range(0, len(starts), batch_size):
-            batch = np.stack([padded[s : s + WINDOW] for s in starts[i : i + batch_size]])  # (B, 100, 27, 48, 3)
-            one, every = model.predict_raw(torch.from_numpy(batch).to(model.device))  # (B, 100, 1) each
-            single.append(one[:, CONTEXT : CONTEXT + STEP, 0].float().cpu().numpy().reshape(-1))
-            many.append(every[:, CONTEXT : CONTEXT + STEP, 0].float().cpu().numpy().reshape(-1))
-    return np.concatenate(single)[:n], np.concatenate(many)[:n]
+    def __init__(self, model: Any, threshold: float = 0.5, batch_size: int = 8):
+        self.model, self.threshold, self.batch_size = model, threshold, batch_size
+        self.single: list[float] = []
+        self.many: list[float] = []
+        self._frames = np.zeros((0, SIZE[1], SIZE[0], 3), np.uint8)  # frames from index `_base` on
+        self._base = 0
+        self.n_frames = 0
+
+    def push(self, frames: np.ndarray) -> None:
+        """The next (n, 27, 48, 3) uint8 RGB frames."""
+        self._frames = np.concatenate([self._frames, frames])
+        self.n_frames += len(frames)
+        self._run(final=False)
+
+    def decided(self, final: bool) -> tuple[int, list[int], list[tuple[int, int]]]:
+        """-> (frontier, cuts, transitions): transition spans below `frontier` are final (all when `final`)."""
+        if final:
+            self._run(final=True)
+        single, many = np.asarray(self.single), np.asarray(self.many)
+        frontier = len(single)
+        if not final:
+            open_run = _runs(many > self.threshold)
+            if open_run and open_run[-1][1] == frontier:  # a gradual transition may go on
+                frontier = open_run[-1][0]
+        return frontier, [], transition_spans(single[:frontier], many[:frontier], self.threshold)
+
+    def _run(self, final: bool) -> None:
+        import torch
+
+        k = len(self.single) // STEP  # next window
+        last = -(-self.n_frames // STEP) if final else (self.n_frames - (WINDOW - CONTEXT)) // STEP + 1
+        while k < last:
+            ks = range(k, min(last, k + self.batch_size))
+            if not final and len(ks) < self.batch_size:
+                break
+            index = np.clip([np.arange(j * STEP - CONTEXT, j * STEP - CONTEXT + WINDOW) for j in ks],
+                            0, self.n_frames - 1) - self._base  # fmt: skip
+            batch = self._frames[index]  # (B, 100, 27, 48, 3)
+            with torch.no_grad():
+                one, every = self.model.predict_raw(torch.from_numpy(batch).to(self.model.device))  # (B, 100, 1)
+            keep = slice(CONTEXT, CONTEXT + STEP)
+            self.single += one[:, keep, 0].float().cpu().numpy().reshape(-1).tolist()
+            self.many += every[:, keep, 0].float().cpu().numpy().reshape(-1).tolist()
+            k = ks[-1] + 1
+            drop = max(0, k * STEP - CONTEXT - self._base)  # frames no later window reads
+            self._frames, self._base = self._frames[drop:], self._base + drop
+        if final:
+            del self.single[self.n_frames :], self.many[self.n_frames :]
 
 
 def transition_spans(single: np.ndarray, many: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int]]:

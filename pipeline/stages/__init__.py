@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pipeline.config import CurateConfig, ModelStageConfig
 from pipeline.stages.aesthetic import AestheticStage
 from pipeline.stages.base import Resources, Stage
@@ -22,11 +24,15 @@ from pipeline.stages.vae_latents import VaeLatentStage
 from pipeline.stages.write import WriteStage
 
 
-def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", gpus: float = 0.0) -> list[Stage]:
-    """The stage list for `cfg`; `gpus` = GPUs in the cluster (model stages with gpus=None share them)."""
+def build_stages(
+    cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", gpus: float = 0.0, cpus: float = 2.0
+) -> list[Stage]:
+    """The stage list for `cfg`; `gpus`, `cpus` = the cluster's (model stages with gpus=None share the GPUs;
+    the decoding actors fill 3/4 of the CPUs unless `clip.transnet_actors` says how many)."""
     io = {"storage_options": cfg.storage.options, "cache_dir": cfg.run.cache_dir}
     cpu = Resources(cpus=cfg.run.cpus_per_task)
     per_clip = {"resources": cpu, "batch_size": cfg.run.clip_batch_size}
+    threads = math.ceil(cfg.run.cpus_per_task)  # x264 threads of an encoding stage: the cores its task holds
     backend = cfg.motion.backend
     models = [c for c in (cfg.depth, cfg.caption, cfg.text, cfg.vae, cfg.aesthetic) if c.model]
     models += [cfg.motion] if backend != "farneback" else []
@@ -41,16 +47,15 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
     clip, run = cfg.clip, cfg.run
     split = {"batch_size": 1, "min_frames": clip.min_frames, "max_frames": clip.max_frames, "max_side": clip.max_side,
              "reject_short": not run.score_only, **io}  # fmt: skip
-    if clip.shot_detector == "transnetv2":
-        gpu = clip.transnet_gpus if clip.transnet_gpus is not None else (share if gpus > 0 else 0.0)
+    if clip.shot_detector == "transnetv2":  # its actors are sized below, once the other operators are known
         shot_split: Stage = TransNetShotSplitStage(
-            resources=Resources(cpus=clip.transnet_cpus, gpus=gpu), actors=clip.transnet_actors,
+            resources=Resources(cpus=clip.transnet_cpus), actors=clip.transnet_actors or 1,
             threshold=clip.transnet_threshold, windows=clip.transnet_batch_size, device=clip.transnet_device,
             **split)  # fmt: skip
     else:
-        shot_split = ShotSplitStage(resources=cpu, shot_threshold=clip.shot_threshold, shot_ratio=clip.shot_ratio,
-                                    min_shot_frames=clip.min_shot_frames, scan_long_side=clip.scan_long_side,
-                                    **split)  # fmt: skip
+        shot_split = ShotSplitStage(resources=Resources(cpus=clip.decode_cpus), shot_threshold=clip.shot_threshold,
+                                    shot_ratio=clip.shot_ratio, min_shot_frames=clip.min_shot_frames,
+                                    scan_long_side=clip.scan_long_side, **split)  # fmt: skip
     stages: list[Stage] = [
         ProbeStage(resources=cpu, batch_size=1, **io),
         shot_split,
@@ -62,7 +67,7 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
                     **io),  # fmt: skip
         FilterStage(blur_threshold=cfg.blur.threshold, motion_threshold=cfg.motion.threshold,
                     score_only=run.score_only, **per_clip),  # fmt: skip
-        ClipEncodeStage(crf=clip.crf, preset=clip.preset,
+        ClipEncodeStage(crf=clip.crf, preset=clip.preset, threads=threads,
                         keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.aesthetic.model or cfg.proxies.phases
                                          or cfg.caption.model),
                         **per_clip, **io),  # fmt: skip
@@ -84,7 +89,7 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
                                      **io))  # fmt: skip
     if cfg.proxies.phases:
         stages.append(ProxyStage(phases=cfg.proxies.phase_sizes, aspect_ratios=tuple(cfg.proxies.aspect_ratios),
-                                 crf=cfg.proxies.crf, preset=clip.preset, **per_clip))  # fmt: skip
+                                 crf=cfg.proxies.crf, preset=clip.preset, threads=threads, **per_clip))  # fmt: skip
     if cfg.vae.model:
         stages.append(VaeLatentStage(model_path=cfg.vae.model, model_name=cfg.vae.name,
                                      buckets=tuple(cfg.vae.buckets), **actor(cfg.vae), **io))  # fmt: skip
@@ -101,7 +106,29 @@ def build_stages(cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", 
                                   min_caption_words=q.min_caption_words, min_aesthetic=q.min_aesthetic, **per_clip))
     stages.append(WriteStage(resources=cpu, batch_size=run.write_batch_size, clips_uri=clips_uri,
                              config_hash=config_hash, storage_options=cfg.storage.lance_options))  # fmt: skip
+    if isinstance(shot_split, TransNetShotSplitStage):
+        _size_decoders(shot_split, stages, cfg, cpus, gpus, share)
     return stages
+
+
+def _size_decoders(split: TransNetShotSplitStage, stages: list[Stage], cfg: CurateConfig, cpus: float, gpus: float,
+                   share: float) -> None:  # fmt: skip
+    """The TransNetV2 actors decode every source and run the CPU stages after it (stages.group): unless
+    `clip.transnet_actors` is set, as many as 3/4 of the CPUs left once every other operator can run one task
+    or its actors hold (actors keep their CPUs for the whole run: more would starve the others; the last
+    quarter lets the task operators after OCR, e.g. proxies, scale out). Their GPU share is
+    TransNetV2's share of the GPUs, split between them."""
+    from pipeline.stages.group import group_stages
+
+    groups = group_stages(stages)
+    decoding = next(g for g in groups if g.stages[0] is split)
+    reserved = sum(g.resources.cpus * max(1, g.actors) for g in groups if g is not decoding)
+    if cfg.clip.transnet_actors is None:
+        split.actors = max(1, int(0.75 * (cpus - reserved) / decoding.resources.cpus))
+    gpu = cfg.clip.transnet_gpus
+    if gpu is None:
+        gpu = math.floor(share * gpus / split.actors * 1e4) / 1e4 if gpus > 0 else 0.0
+    split.resources = Resources(cpus=split.resources.cpus, gpus=min(gpu, 1.0))
 
 
 __all__ = ["Resources", "Stage", "build_stages"]

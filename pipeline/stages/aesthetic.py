@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.stages.base import Stage, is_active, rejecting_on_error
-from pipeline.stages.clip_encode import row_frames
+from pipeline.stages.base import Stage, is_active, rejecting_on_error, row_frames
 from pipeline.weights import local_weights
 
 

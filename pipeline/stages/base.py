@@ -9,11 +9,12 @@ as Ray Data operators.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.contract import tables
@@ -41,6 +42,7 @@ _TRANSIENT_FIELDS = [
     pa.field("motion_pairs", pa.large_binary()),  # uint8 (N, 2, h, w, 3), C order
     pa.field("motion_pairs_shape", pa.list_(pa.int32())),
     pa.field("frames", pa.large_binary()),  # uint8 (T, H, W, 3) of the stored clip, C order
+    pa.field("stage_seconds", pa.string()),  # JSON {stage: seconds} the operators before spent, on one row
 ]
 # Everything that flows between stages; before shot_split a row is a source (clip fields null).
 WORK_SCHEMA = pa.schema(
@@ -97,6 +99,18 @@ class Stage:
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def stream(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """`process` on `batch_size` rows at a time, as they come; a stage that emits rows while it works
+        (shot_split, as the decode of a source goes on) overrides this."""
+        batch: list[dict[str, Any]] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == self.batch_size:
+                yield from self.process(batch)
+                batch = []
+        if batch:
+            yield from self.process(batch)
+
     def apply(self, ds: Any) -> Any | None:
         """A stage that is its own Ray Data operator (e.g. `ray.data.llm`) returns the new dataset; None: map."""
         return None
@@ -135,6 +149,21 @@ def rejecting_on_error(rows: dict[str, Any] | list[dict[str, Any]], reason: str,
             reject(row, reason, text)
 
 
+def row_frames(row: dict[str, Any]) -> np.ndarray:
+    """The stored-size frames of a clip row, uint8 (T, H, W, 3): the array shot_split decoded (same process) or
+    the bytes of the `frames` column (from an earlier operator)."""
+    frames = row.get("frames")
+    if frames is None:
+        raise ValueError(f"clip {row.get('clip_id')}: no frames (the stage reads the frames shot_split decodes)")
+    if isinstance(frames, np.ndarray):
+        return frames
+    return np.frombuffer(frames, np.uint8).reshape(row["n_frames"], row["height"], row["width"], 3)
+
+
 def rows_to_table(rows: list[dict[str, Any]], schema_: pa.Schema = WORK_SCHEMA) -> pa.Table:
-    """Rows -> an Arrow table with exactly `schema_` (missing keys are null, extra keys dropped)."""
+    """Rows -> an Arrow table with exactly `schema_` (missing keys are null, extra keys dropped). Arrays that
+    stages hand each other in one process (`frames`, `motion_pairs`) become their C-order bytes here."""
+    names = set(schema_.names)
+    rows = [{k: v.tobytes() if isinstance(v, np.ndarray) and k in names else v for k, v in row.items()}
+            for row in rows]  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schema_)

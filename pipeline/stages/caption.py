@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.contract import codecs
-from pipeline.stages.base import WORK_SCHEMA, Stage, is_active, rejecting_on_error
-from pipeline.stages.clip_encode import row_frames
+from pipeline.stages.base import WORK_SCHEMA, Stage, is_active, rejecting_on_error, row_frames
 from pipeline.weights import local_weights
 
 

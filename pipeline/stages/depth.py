@@ -9,8 +9,7 @@ import numpy as np
 
 from pipeline.contract import codecs
 from pipeline.contract.frames import frames_to_tensor
-from pipeline.stages.base import Stage, is_active, rejecting_on_error
-from pipeline.stages.clip_encode import row_frames
+from pipeline.stages.base import Stage, is_active, rejecting_on_error, row_frames
 from pipeline.weights import local_weights
 
 

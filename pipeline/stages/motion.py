@@ -59,7 +59,8 @@ class MotionStage(Stage):
             if pairs_bytes is None:  # shorter than one pair
                 row["motion_score"], row["motion_method"] = 0.0, self.backend
                 continue
-            pairs = np.frombuffer(pairs_bytes, np.uint8).reshape(shape)  # (N, 2, h, w, 3)
+            pairs = np.asarray(pairs_bytes if isinstance(pairs_bytes, np.ndarray) else
+                               np.frombuffer(pairs_bytes, np.uint8).reshape(shape))  # (N, 2, h, w, 3)
             with rejecting_on_error(row, "model_error", f"motion ({self.backend})"):
                 if self._raft is None:
                     score = motion.farneback_motion(pairs, self.pair_gap)

@@ -1,4 +1,4 @@
-"""CPU decoding for the motion score: sampled frame pairs at the fixed analysis size (motion.py scores them)."""
+"""Frame pairs for the motion score, from the clip's frames at the fixed analysis size (motion.py scores them)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.ops import media, motion
-from pipeline.stages.base import Stage, is_active, rejecting_on_error
+from pipeline.contract.frames import resize_frames
+from pipeline.ops import motion
+from pipeline.stages.base import Stage, is_active, rejecting_on_error, row_frames
 
 
 @dataclass
@@ -16,7 +17,7 @@ class MotionFramesStage(Stage):
     """Clip rows -> `motion_pairs` uint8 (N, 2, h, w, 3) with h, w from `analysis_short_side`."""
 
     name = "motion_frames"
-    reads = ("source_uri", "media_type", "frame_start", "frame_end", "source_width", "source_height")
+    reads = ("frames", "media_type", "n_frames", "source_width", "source_height")
     writes = ("motion_pairs", "motion_pairs_shape")
 
     n_pairs: int = 8
@@ -27,15 +28,15 @@ class MotionFramesStage(Stage):
         for row in rows:
             if not is_active(row) or row["media_type"] == "image":
                 continue
-            starts = motion.pair_starts(row["frame_start"], row["frame_end"], self.n_pairs, self.pair_gap)
+            starts = motion.pair_starts(0, row["n_frames"], self.n_pairs, self.pair_gap)
             if not starts:  # a clip shorter than one pair has no measurable motion
                 continue
-            size = motion.analysis_size(row["source_width"], row["source_height"], self.analysis_short_side)
-            indices = sorted({i for s in starts for i in (s, s + self.pair_gap)})
+            width, height = motion.analysis_size(row["source_width"], row["source_height"], self.analysis_short_side)
             with rejecting_on_error(row, "decode_error", self.name):
-                path = media.local_path(row["source_uri"], self.storage_options, self.cache_dir)
-                frames = dict(zip(indices, media.read_frames(path, indices, size), strict=True))
-                pairs = np.stack([[frames[s], frames[s + self.pair_gap]] for s in starts])  # (N, 2, h, w, 3)
-                row["motion_pairs"] = pairs.tobytes()
+                frames = row_frames(row)  # (T, H, W, 3)
+                firsts = resize_frames(frames[starts], height, width)  # (N, h, w, 3)
+                seconds = resize_frames(frames[[s + self.pair_gap for s in starts]], height, width)
+                pairs = np.stack([firsts, seconds], axis=1)  # (N, 2, h, w, 3)
+                row["motion_pairs"] = pairs
                 row["motion_pairs_shape"] = list(pairs.shape)
         return rows

@@ -11,8 +11,7 @@ import numpy as np
 from pipeline.contract import codecs
 from pipeline.ops import ocr
 from pipeline.ops.blur import sample_indices
-from pipeline.stages.base import Stage, is_active, rejecting_on_error
-from pipeline.stages.clip_encode import row_frames
+from pipeline.stages.base import Stage, is_active, rejecting_on_error, row_frames
 from pipeline.weights import local_weights
 
 

@@ -17,8 +17,7 @@ import numpy as np
 from pipeline.contract import codecs
 from pipeline.contract.buckets import DEFAULT_ASPECT_RATIOS, aspect_buckets, cover_size, nearest_bucket
 from pipeline.contract.frames import resize_frames
-from pipeline.stages.base import Stage, is_active, rejecting_on_error
-from pipeline.stages.clip_encode import row_frames
+from pipeline.stages.base import Stage, is_active, rejecting_on_error, row_frames
 
 
 def proxy_sizes(
@@ -38,13 +37,17 @@ def make_proxies(
     depth: np.ndarray | None = None,
     crf: int = 18,
     preset: str = "veryfast",
+    threads: int = 1,
 ) -> list[dict[str, Any]]:
     """uint8 (T, H, W, 3) frames (T == 1: an image, stored as PNG) and raw depth (T, H, W) -> one `proxies`
     entry per (h, w) in `sizes`."""
     out = []
     for size in sizes:
         small = resize_frames(frames, *size)  # (T, h, w, 3), area-averaged: proxies are smaller
-        video = codecs.encode_image(small[0]) if len(small) == 1 else codecs.encode_video(small, fps, crf, preset)
+        if len(small) == 1:
+            video = codecs.encode_image(small[0])
+        else:
+            video = codecs.encode_video(small, fps, crf, preset, threads)
         entry: dict[str, Any] = {"height": size[0], "width": size[1], "video": video,
                                  "depth": None, "depth_min": None, "depth_max": None}  # fmt: skip
         if depth is not None:
@@ -66,6 +69,7 @@ class ProxyStage(Stage):
     aspect_ratios: tuple[float, ...] = DEFAULT_ASPECT_RATIOS
     crf: int = 18
     preset: str = "veryfast"
+    threads: int = 1  # x264 threads
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:
@@ -78,5 +82,6 @@ class ProxyStage(Stage):
                 depth = None
                 if row.get("depth_frames"):
                     depth = codecs.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])  # (T, H, W)
-                row["proxies"] = make_proxies(row_frames(row), row["fps"] or 0.0, sizes, depth, self.crf, self.preset)
+                row["proxies"] = make_proxies(row_frames(row), row["fps"] or 0.0, sizes, depth, self.crf, self.preset,
+                                              self.threads)
         return rows

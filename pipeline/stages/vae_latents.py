@@ -11,8 +11,7 @@ from model.geometry import coded_length
 from pipeline.contract import codecs
 from pipeline.contract.buckets import parse_size
 from pipeline.contract.frames import cover_crop, frames_to_tensor
-from pipeline.stages.base import Stage, is_active, rejecting_on_error
-from pipeline.stages.clip_encode import row_frames
+from pipeline.stages.base import Stage, is_active, rejecting_on_error, row_frames
 from pipeline.weights import local_weights
 
 

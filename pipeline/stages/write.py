@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from pipeline.contract import tables
-from pipeline.stages.base import Stage, rows_to_table
+from pipeline.stages.base import TRANSIENT_COLUMNS, Stage, rows_to_table
 
-RECEIPT_SCHEMA = pa.schema([pa.field("fragments", pa.string()), pa.field("rows", pa.string())])
+RECEIPT_SCHEMA = pa.schema([pa.field("fragments", pa.string()), pa.field("rows", pa.string()),
+                            pa.field("stage_seconds", pa.string())])  # JSON {stage: seconds} of these rows
 SUMMARY_KEYS = (
     "source_id", "source_uri", "role", "media_type", "caption", "edit_target_uri", "edit_instruction",
     "src_status", "src_error_kind", "src_error", "src_size_bytes", "src_container", "src_codec", "src_fps",
@@ -37,6 +39,10 @@ class WriteStage(Stage):
 
     clips_uri: str = ""
     config_hash: str = ""
+
+    def stream(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Batches of `batch_size` rows, each row without its transient arrays (`frames`) while it waits."""
+        yield from super().stream({k: v for k, v in row.items() if k not in TRANSIENT_COLUMNS} for row in rows)
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import lance

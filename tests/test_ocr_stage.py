@@ -39,7 +39,7 @@ def _clip_rows(tmp_path, videos: dict[str, np.ndarray]) -> dict[str, dict]:
     rows = [source_row(str(synthetic.write_video(tmp_path / f"{name}.mp4", f))) for name, f in videos.items()]
     rows = ShotSplitStage(min_frames=9, max_frames=T, **cache).process(ProbeStage(**cache).process(rows))
     rows = ClipEncodeStage(**cache).process(rows)
-    return {r["source_uri"].rsplit("/", 1)[-1].removesuffix(".mp4"): r for r in rows}
+    return {r["source_uri"].rsplit("/", 1)[-1].removesuffix(".mp4"): r for r in rows if r["is_clip"]}
 
 
 def _background(seed: int) -> np.ndarray:

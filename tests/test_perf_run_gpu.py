@@ -23,6 +23,8 @@ def test_run_gpu_dry_run_prints_the_commands_it_would_run():
     assert "--layers" not in steps[0] and "--layers 8" in steps[1]  # full depth at 128/360px
     latency = [c for c in commands if "benchmark/perf/sample_latency.py" in c]
     assert len(latency) == 2 and all("--size 2b" in c and "--append" in c for c in latency)
+    models = [c for c in commands if "benchmark/perf/model_stages.py" in c]
+    assert len(models) == 1 and models[0].startswith("timeout ") and "--append" in models[0]
     assert (results.read_text() if results.exists() else None) == before  # nothing ran
 
 
@@ -31,7 +33,8 @@ def test_the_gpu_benchmark_imports_without_what_the_device_lacks():
     Lance, Ray, PyAV and decord are not there: the benchmark must not import them."""
     absent = ["lance", "ray", "av", "decord"]
     code = (f"import sys; sys.modules.update(dict.fromkeys({absent!r})); "
-            "import benchmark.perf.train_step, benchmark.perf.roofline, benchmark.perf.sample_latency")  # fmt: skip
+            "import benchmark.perf.train_step, benchmark.perf.roofline, benchmark.perf.sample_latency, "
+            "benchmark.perf.model_stages")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -42,3 +45,11 @@ def test_sample_latency_runs_at_a_tiny_size_on_the_cpu():
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tiny sample 9x32x48 (18 tokens, CFG, eager, 1 rank: sp=1):" in proc.stdout and "s/step" in proc.stdout
+
+
+def test_model_stages_run_at_a_tiny_size_on_the_cpu():
+    cmd = [sys.executable, "benchmark/perf/model_stages.py", "--small", "--iters", "1", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("TransNetV2", "RAFT-large", "Depth-Anything-V2-Small", "CLIP ViT-L/14 vision"):
+        assert f"{name} (" in proc.stdout and "/s on cpu" in proc.stdout, proc.stdout

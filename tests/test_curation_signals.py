@@ -10,8 +10,7 @@ from pathlib import Path
 import lance
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
+from curate_fixtures import local_ray, write_tiny_aesthetic
 
 from mfm import synthetic
 from pipeline import cli
@@ -29,10 +28,8 @@ def _logo(frames: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory) -> dict[str, list[dict]]:
-    import ray
-
-    from benchmark.vbench.random_weights import tiny_clip_vision
+def curated(tmp_path_factory) -> tuple[Path, dict[str, list[dict]]]:
+    """-> (the curated output, its clip rows by source name)."""
     from model.tiny_pretrained import write_tiny_vlm
 
     root = tmp_path_factory.mktemp("signals")
@@ -44,37 +41,30 @@ def curated(tmp_path_factory) -> dict[str, list[dict]]:
                           fps=25.0)
     (media / "news.txt").write_text("a news report from a harbour with boats and cranes, filmed from a pier\n")
     synthetic.write_video(media / "bare.mp4", synthetic.transition_frames(SHOTS, height=H, width=W, seed=10), fps=25.0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        tiny_clip_vision(24).save_pretrained(root / "clip")
-        head = torch.nn.Linear(24, 1)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, root / "head.safetensors")
+    clip, head = write_tiny_aesthetic(root)
     vlm = write_tiny_vlm(root / "vlm")
     (root / "curate.yaml").write_text(
         "clip: {min_frames: 49, max_frames: 97}\n"
         "blur: {threshold: 0.0}\nmotion: {threshold: 0.0, analysis_short_side: 64, n_pairs: 2}\n"
-        f"aesthetic: {{model: {root / 'clip'}, head: {root / 'head.safetensors'}, name: tiny-clip, cpus: 0.25}}\n"
+        f"aesthetic: {{model: {clip}, head: {head}, name: tiny-clip, cpus: 0.25}}\n"
         f"caption: {{model: {vlm}, name: tiny-vlm, max_new_tokens: 6, cpus: 0.25}}\n"
         "quality: {min_short_side: 320}\n"
         f"run: {{cache_dir: {root / 'cache'}}}\n"
     )
     out = root / "out"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
+    with local_ray():
         assert cli.main(["--input", str(media), "--output", str(out), "--config", str(root / "curate.yaml")]) == 0
-    finally:
-        ray.shutdown()
     cols = ["source_uri", "passed", "n_frames", "frame_start", "caption", *SIGNALS]
-    rows: dict[str, list[dict]] = {"_out": out}
+    rows: dict[str, list[dict]] = {}
     for r in lance.dataset(str(out / "clips.lance")).to_table(columns=cols).to_pylist():
         rows.setdefault(Path(r["source_uri"]).stem, []).append(r)
-    return rows
+    return out, rows
 
 
 def test_every_source_of_2s_shots_yields_kept_clips_with_every_signal(curated):
-    curated = {k: v for k, v in curated.items() if k != "_out"}
-    assert sorted(curated) == ["bare", "news", "street"]
-    for name, rows in curated.items():
+    _, by_source = curated
+    assert sorted(by_source) == ["bare", "news", "street"]
+    for name, rows in by_source.items():
         kept = [r for r in rows if r["passed"]]
         assert len(kept) == len(SHOTS), (name, [(r["frame_start"], r["n_frames"], r["passed"]) for r in rows])
         # one clip per 2-second shot: 49 frames (the frame TransNetV2 marks at a cut goes into no clip), 50 for the last
@@ -87,7 +77,7 @@ def test_every_source_of_2s_shots_yields_kept_clips_with_every_signal(curated):
 
 
 def test_the_signals_tell_the_sources_apart(curated):
-    kept = {name: [r for r in rows if r["passed"]] for name, rows in curated.items() if name != "_out"}
+    kept = {name: [r for r in rows if r["passed"]] for name, rows in curated[1].items()}
     assert all(r["caption_source"] == "sidecar" for r in kept["street"] + kept["news"])
     assert all(r["caption_source"] == "model" and r["caption"].strip() for r in kept["bare"])
     news_watermark = min(r["watermark"] for r in kept["news"])
@@ -101,7 +91,7 @@ def test_the_signals_tell_the_sources_apart(curated):
 def test_the_report_shows_the_new_signals_and_the_tasks_clips_qualify_for(curated, tmp_path):
     from pipeline.report import write_report
 
-    page = write_report(str(curated["_out"]), tmp_path / "report.html", sheet_png=tmp_path / "sheet.png").read_text()
+    page = write_report(str(curated[0]), tmp_path / "report.html", sheet_png=tmp_path / "sheet.png").read_text()
     for title in ("text area (share of the frame)", "watermark score", "aesthetic score (LAION)"):
         assert f"{title} (n=9)" in page, title
     assert "(model)" in page and "(sidecar)" in page  # each caption with where it came from

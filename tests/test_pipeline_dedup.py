@@ -15,8 +15,7 @@ import cv2
 import lance
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
+from curate_fixtures import local_ray, write_tiny_aesthetic
 
 from mfm import synthetic
 from pipeline import cli
@@ -35,9 +34,7 @@ def _clip(seed: int, tint: tuple[float, float, float]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory) -> Path:
-    import ray
 
-    from benchmark.vbench.random_weights import tiny_clip_vision
 
     root = tmp_path_factory.mktemp("dedup")
     media = root / "media"
@@ -47,24 +44,17 @@ def curated(tmp_path_factory) -> Path:
     synthetic.write_video(media / "b_copy.mp4", small, crf=35)
     synthetic.write_video(media / "c_green.mp4", _clip(3, (0.3, 1.0, 0.3)))
     synthetic.write_video(media / "d_blue.mp4", _clip(4, (0.3, 0.3, 1.0)))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        tiny_clip_vision(24).save_pretrained(root / "clip")
-        head = torch.nn.Linear(24, 1)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, root / "head.safetensors")
+    clip, head = write_tiny_aesthetic(root)
     (root / "curate.yaml").write_text(
         "clip: {min_frames: 9, max_frames: 17}\n"
         "motion: {analysis_short_side: 64, n_pairs: 2}\n"
         "proxies: {phases: []}\n"
-        f"aesthetic: {{model: {root / 'clip'}, head: {root / 'head.safetensors'}, name: tiny-clip, n_frames: 4}}\n"
+        f"aesthetic: {{model: {clip}, head: {head}, name: tiny-clip, n_frames: 4}}\n"
         f"run: {{score_only: true, cache_dir: {root / 'cache'}}}\n"
     )
     out = root / "out"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
+    with local_ray():
         assert cli.main(["--input", str(media), "--output", str(out), "--config", str(root / "curate.yaml")]) == 0
-    finally:
-        ray.shutdown()
     return out
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import lance
 import pytest
 import video_fixtures as vf
+from curate_fixtures import local_ray
 
 from pipeline import cli
 from pipeline.config import load_config
@@ -31,11 +32,8 @@ SIZE = (128, 160)
 
 @pytest.fixture(scope="module")
 def ray_address():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    with local_ray() as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

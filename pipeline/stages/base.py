@@ -73,6 +73,7 @@ class Stage:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     output_schema: ClassVar[pa.Schema] = WORK_SCHEMA
+    decodes: ClassVar[bool] = False  # True: decodes the sources; the CPU stages after it share its process
 
     resources: Resources = field(default_factory=Resources)
     batch_size: int = 4

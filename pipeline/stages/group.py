@@ -109,7 +109,7 @@ def group_stages(stages: list[Stage]) -> list[StageGroup]:
     groups: list[list[Stage]] = []
     for stage in stages:
         last = groups[-1] if groups else None
-        joins = last is not None and not stage.actors and (not last[0].actors or getattr(last[0], "decodes", False))
+        joins = last is not None and not stage.actors and (not last[0].actors or last[0].decodes)
         if joins and last is not None:
             last.append(stage)
         else:

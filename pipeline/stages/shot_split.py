@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from pipeline.contract import tables
 from pipeline.ops import media, shots
@@ -29,7 +29,7 @@ class ShotSplitStage(Stage):
     """
 
     name = "shot_split"
-    decodes: ClassVar[bool] = True  # the stages after it that read `frames` run in its process (stages.group)
+    decodes = True
     reads = ("source_uri", "role", "media_type", "src_status", "src_n_frames", "src_fps", "src_width",
              "src_height", "edit_target_uri")  # fmt: skip
     writes = ("clip_id", "frame_start", "frame_end", "n_frames", "fps", "duration_s", "source_width",

@@ -85,6 +85,18 @@ class ClipConfig(_Section):
     max_side: int = Field(1280, ge=16)  # stored media: long side at most this (never up-scaled)
     crf: int = Field(18, ge=0, le=51)  # H.264 quality of the stored clip
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
+    # H.264 encoder of the stored clips and proxies; auto: NVENC in a process that sees a GPU with one, else
+    # libx264 (ops/video_devices.py); h264_nvenc: NVENC or the job stops with why
+    encoder: Literal["auto", "libx264", "h264_nvenc"] = "auto"
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoder(cls, encoder: str) -> str:
+        import av
+
+        if encoder == "h264_nvenc" and "h264_nvenc" not in av.codecs_available:
+            raise ValueError("'h264_nvenc' asked for, but this PyAV's FFmpeg has no NVENC; use 'auto' or 'libx264'")
+        return encoder
 
     @model_validator(mode="after")
     def _windows(self) -> ClipConfig:
@@ -284,6 +296,13 @@ class RunConfig(_Section):
     commit_interval_s: float = Field(60.0, gt=0)  # ... or this long after the last commit
     cpus_per_task: float = Field(0.5, gt=0)  # CPU stages (tasks); x264 runs this many threads, rounded up
     clip_batch_size: int = Field(4, ge=1)  # clips per CPU task
+    # source decoder; auto: NVDEC (FFmpeg's CUDA hwaccel) in a process that sees a GPU, else the CPU
+    decoder: Literal["auto", "cpu", "cuda"] = "auto"
+    # on a cluster with GPUs, the GPU share a decoding or encoding *task* holds so that it sees NVDEC / NVENC
+    # (Ray hides the GPUs from tasks that hold none; a share also keeps the task on GPU nodes). 0: tasks use
+    # the CPU codecs unless one is asked for by name (then 0.02). The TransNetV2 decoding actors, which hold a
+    # GPU share for the model, decode and encode with the GPU's engines whatever this is.
+    codec_gpus: float = Field(0.0, ge=0, le=1)
     write_batch_size: int = Field(32, ge=1)  # clips per written Lance fragment
     cache_dir: str = "/tmp/mfm-curate-cache"  # node-local copies of remote sources and weights
     num_cpus: int | None = Field(None, ge=1)  # local Ray only: CPUs to start it with

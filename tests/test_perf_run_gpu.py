@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ def test_run_gpu_dry_run_prints_the_commands_it_would_run():
     assert len(latency) == 2 and all("--size 2b" in c and "--append" in c for c in latency)
     models = [c for c in commands if "benchmark/perf/model_stages.py" in c]
     assert len(models) == 1 and models[0].startswith("timeout ") and "--append" in models[0]
+    media = [c for c in commands if "benchmark/perf/media_codecs.py" in c]
+    assert len(media) == 1 and media[0].startswith("timeout ") and "--append" in media[0]
+    assert commands.index(media[0]) < commands.index(steps[0])  # curation's phases before the long ones
     assert (results.read_text() if results.exists() else None) == before  # nothing ran
 
 
@@ -51,5 +55,19 @@ def test_model_stages_run_at_a_tiny_size_on_the_cpu():
     cmd = [sys.executable, "benchmark/perf/model_stages.py", "--small", "--iters", "1", "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("TransNetV2", "RAFT-large", "Depth-Anything-V2-Small", "CLIP ViT-L/14 vision"):
+    for name in ("TransNetV2", "RAFT-large", "Depth-Anything-V2-Small", "CLIP ViT-L/14 vision",
+                 "T5 encoder, flan-t5-xl shape", "captioner, LLaVA-1.5-7B shape"):
         assert f"{name} (" in proc.stdout and "/s on cpu" in proc.stdout, proc.stdout
+
+
+def test_media_codecs_measure_the_cpu_codecs_and_say_why_a_gpu_engine_is_not_there():
+    cmd = [sys.executable, "benchmark/perf/media_codecs.py", "--frames", "6", "--size", "64x96", "--repeats", "1"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}  # no GPU visible, on any machine
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("encode libx264 veryfast crf 18, ") and "frames/s (PSNR" in line for line in lines) >= 1
+    assert sum(line.startswith("decode to RGB on the CPU") and line.endswith("frames/s") for line in lines) == 2
+    assert any(line.startswith("encode h264_nvenc: unavailable here (") for line in lines), lines
+    assert any(line.startswith("decode with NVDEC: unavailable here (") for line in lines), lines
+    assert lines[-1] == "curation's choice here (auto): encoder libx264, decoder cpu"

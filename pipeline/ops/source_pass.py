@@ -52,6 +52,7 @@ class SourcePass:
     expected_frames: int | None = None  # the container's count: fewer decoded is "truncated"
     keep_short: bool = False  # frames for windows shorter than min_frames too (score-only runs)
     threaded: bool = False  # FFmpeg's decode threads: for a task that holds more than one core
+    hwaccel: Any = None  # a PyAV HWAccel: decode on the GPU (NVDEC, ops/video_devices.py)
     chunk: int = 32  # frames handed to the detector at a time
 
     def __post_init__(self) -> None:
@@ -74,7 +75,7 @@ class SourcePass:
         sw, sh = self.scan_size
         small: list[np.ndarray] = []
         try:
-            for frame in video_frames(self.path, threaded=self.threaded):
+            for frame in video_frames(self.path, self.threaded, self.hwaccel):
                 self._frames.append(frame)
                 small.append(frame.to_ndarray(width=sw, height=sh, format="rgb24"))
                 self.n_frames += 1

@@ -23,6 +23,8 @@ from pipeline.stages.text_embed import TextEmbedStage
 from pipeline.stages.vae_latents import VaeLatentStage
 from pipeline.stages.write import WriteStage
 
+NAMED_CODEC_GPUS = 0.02  # GPU share of a task whose NVENC / NVDEC is asked for by name (up to 50 per GPU)
+
 
 def build_stages(
     cfg: CurateConfig, clips_uri: str = "", config_hash: str = "", gpus: float = 0.0, cpus: float = 2.0
@@ -45,15 +47,18 @@ def build_stages(
                 "batch_size": cfg.run.clip_batch_size}  # fmt: skip
 
     clip, run = cfg.clip, cfg.run
+    encode_gpus, decode_gpus = _codec_gpus(cfg, gpus)
     split = {"batch_size": 1, "min_frames": clip.min_frames, "max_frames": clip.max_frames, "max_side": clip.max_side,
-             "reject_short": not run.score_only, **io}  # fmt: skip
+             "reject_short": not run.score_only, "decoder": run.decoder, **io}  # fmt: skip
+    encoding = {**per_clip, "resources": Resources(cpus=cpu.cpus, gpus=encode_gpus), "encoder": clip.encoder}
     if clip.shot_detector == "transnetv2":  # its actors are sized below, once the other operators are known
         shot_split: Stage = TransNetShotSplitStage(
             resources=Resources(cpus=clip.transnet_cpus), actors=clip.transnet_actors or 1,
             threshold=clip.transnet_threshold, windows=clip.transnet_batch_size, device=clip.transnet_device,
             **split)  # fmt: skip
-    else:
-        shot_split = ShotSplitStage(resources=Resources(cpus=clip.decode_cpus), shot_threshold=clip.shot_threshold,
+    else:  # the decoding task also encodes (stages.group): it holds the larger codec share
+        shot_split = ShotSplitStage(resources=Resources(cpus=clip.decode_cpus, gpus=max(encode_gpus, decode_gpus)),
+                                    shot_threshold=clip.shot_threshold,
                                     shot_ratio=clip.shot_ratio, min_shot_frames=clip.min_shot_frames,
                                     scan_long_side=clip.scan_long_side, **split)  # fmt: skip
     stages: list[Stage] = [
@@ -70,7 +75,7 @@ def build_stages(
         ClipEncodeStage(crf=clip.crf, preset=clip.preset, threads=threads,
                         keep_frames=bool(cfg.depth.model or cfg.vae.model or cfg.aesthetic.model or cfg.proxies.phases
                                          or cfg.caption.model),
-                        **per_clip, **io),  # fmt: skip
+                        **encoding, **io),  # fmt: skip
     ]
     if cfg.ocr.on:
         o = cfg.ocr
@@ -89,7 +94,7 @@ def build_stages(
                                      **io))  # fmt: skip
     if cfg.proxies.phases:
         stages.append(ProxyStage(phases=cfg.proxies.phase_sizes, aspect_ratios=tuple(cfg.proxies.aspect_ratios),
-                                 crf=cfg.proxies.crf, preset=clip.preset, threads=threads, **per_clip))  # fmt: skip
+                                 crf=cfg.proxies.crf, preset=clip.preset, threads=threads, **encoding))  # fmt: skip
     if cfg.vae.model:
         stages.append(VaeLatentStage(model_path=cfg.vae.model, model_name=cfg.vae.name,
                                      buckets=tuple(cfg.vae.buckets), **actor(cfg.vae), **io))  # fmt: skip
@@ -111,6 +116,25 @@ def build_stages(
     return stages
 
 
+def _codec_gpus(cfg: CurateConfig, gpus: float) -> tuple[float, float]:
+    """-> (GPU share of an encoding task, of a decoding task) where the cluster has GPUs: for "auto",
+    `run.codec_gpus`; for a GPU codec asked for by name, at least NAMED_CODEC_GPUS; for a CPU codec 0. A GPU
+    codec asked for by name on a cluster without GPUs is rejected here, before any work starts."""
+    encoder, decoder = cfg.clip.encoder, cfg.run.decoder
+    if gpus <= 0:
+        if encoder == "h264_nvenc":
+            raise ValueError("clip.encoder 'h264_nvenc' needs a GPU and the cluster has none; use 'auto' or 'libx264'")
+        if decoder == "cuda":
+            raise ValueError("run.decoder 'cuda' needs a GPU and the cluster has none; use 'auto' or 'cpu'")
+        return 0.0, 0.0
+
+    def share(codec: str) -> float:
+        named = codec in ("h264_nvenc", "cuda")
+        return max(cfg.run.codec_gpus, NAMED_CODEC_GPUS) if named else cfg.run.codec_gpus if codec == "auto" else 0.0
+
+    return share(encoder), share(decoder)
+
+
 def _size_decoders(split: TransNetShotSplitStage, stages: list[Stage], cfg: CurateConfig, cpus: float, gpus: float,
                    share: float) -> None:  # fmt: skip
     """The TransNetV2 actors decode every source and run the CPU stages after it (stages.group): unless
@@ -129,6 +153,8 @@ def _size_decoders(split: TransNetShotSplitStage, stages: list[Stage], cfg: Cura
     if gpu is None:
         gpu = math.floor(share * gpus / split.actors * 1e4) / 1e4 if gpus > 0 else 0.0
     split.resources = Resources(cpus=split.resources.cpus, gpus=min(gpu, 1.0))
+    for stage in decoding.stages[1:]:  # in the actor's process: they see the GPU its share holds
+        stage.resources = Resources(cpus=stage.resources.cpus)
 
 
 __all__ = ["Resources", "Stage", "build_stages"]

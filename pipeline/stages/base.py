@@ -84,10 +84,8 @@ class Stage:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"{self.name}: batch_size must be >= 1, got {self.batch_size}")
-        if (self.resources.gpus > 0 or self.loads_model) and self.actors < 1:
-            raise ValueError(
-                f"{self.name}: a stage that loads a model or holds GPUs runs in an actor pool; set actors >= 1"
-            )
+        if self.loads_model and self.actors < 1:  # a task may hold a GPU share that loads nothing (NVENC, NVDEC)
+            raise ValueError(f"{self.name}: a stage that loads a model runs in an actor pool; set actors >= 1")
 
     @property
     def loads_model(self) -> bool:

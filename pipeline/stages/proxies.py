@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.contract import codecs
 from pipeline.contract.buckets import DEFAULT_ASPECT_RATIOS, aspect_buckets, cover_size, nearest_bucket
 from pipeline.contract.frames import resize_frames
+from pipeline.ops import video_devices
 from pipeline.stages.base import Stage, is_active, rejecting_on_error, row_frames
 
 
@@ -38,16 +39,17 @@ def make_proxies(
     crf: int = 18,
     preset: str = "veryfast",
     threads: int = 1,
+    encoder: str = "libx264",
 ) -> list[dict[str, Any]]:
     """uint8 (T, H, W, 3) frames (T == 1: an image, stored as PNG) and raw depth (T, H, W) -> one `proxies`
-    entry per (h, w) in `sizes`."""
+    entry per (h, w) in `sizes`; videos by `encoder` (libx264 or h264_nvenc)."""
     out = []
     for size in sizes:
         small = resize_frames(frames, *size)  # (T, h, w, 3), area-averaged: proxies are smaller
         if len(small) == 1:
             video = codecs.encode_image(small[0])
         else:
-            video = codecs.encode_video(small, fps, crf, preset, threads)
+            video = codecs.encode_video(small, fps, crf, preset, threads, encoder)
         entry: dict[str, Any] = {"height": size[0], "width": size[1], "video": video,
                                  "depth": None, "depth_min": None, "depth_max": None}  # fmt: skip
         if depth is not None:
@@ -70,8 +72,10 @@ class ProxyStage(Stage):
     crf: int = 18
     preset: str = "veryfast"
     threads: int = 1  # x264 threads
+    encoder: str = "libx264"  # auto | libx264 | h264_nvenc: ops/video_devices.py, settled once per process
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        encoder = video_devices.h264_encoder(self.encoder)
         for row in rows:
             if not is_active(row) or row.get("frames") is None:
                 continue
@@ -83,5 +87,5 @@ class ProxyStage(Stage):
                 if row.get("depth_frames"):
                     depth = codecs.decode_depth(row["depth_frames"], row["depth_min"], row["depth_max"])  # (T, H, W)
                 row["proxies"] = make_proxies(row_frames(row), row["fps"] or 0.0, sizes, depth, self.crf, self.preset,
-                                              self.threads)
+                                              self.threads, encoder)
         return rows

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.contract import tables
-from pipeline.ops import media, shots
+from pipeline.ops import media, shots, video_devices
 from pipeline.ops.source_pass import ShotDetector, SourcePass, WholeSource
 from pipeline.stages.base import Stage, reject
 
@@ -44,15 +44,17 @@ class ShotSplitStage(Stage):
     scan_long_side: int = 96
     max_side: int = 1280
     reject_short: bool = True
+    decoder: str = "cpu"  # auto | cpu | cuda (NVDEC): ops/video_devices.py, settled once per process
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(self.stream(rows))
 
     def stream(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        hwaccel = video_devices.decode_hwaccel(self.decoder)  # a device asked for that does not open stops here
         for row in rows:
-            yield from self._split(row)
+            yield from self._split(row, hwaccel)
 
-    def _split(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _split(self, row: dict[str, Any], hwaccel: Any) -> Iterator[dict[str, Any]]:
         if row.get("src_status") != "ok":
             yield self._closing(row, 0)
             return
@@ -66,7 +68,7 @@ class ShotSplitStage(Stage):
             else:
                 decode = SourcePass(path, size, self._scan_size(row), self._detector(row), self.min_frames,
                                     self.max_frames, row.get("src_n_frames"), keep_short=not self.reject_short,
-                                    threaded=self.resources.cpus >= 2)  # fmt: skip
+                                    threaded=self.resources.cpus >= 2, hwaccel=hwaccel)  # fmt: skip
                 for window, frames in decode.windows():
                     yield self._clip(row, window, frames, size)
                     n_clips += 1

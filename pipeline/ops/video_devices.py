@@ -18,7 +18,6 @@ from pipeline.contract import codecs
 
 ENCODERS = ("auto", "libx264", "h264_nvenc")
 DECODERS = ("auto", "cpu", "cuda")
-GPU_ENCODERS = ("h264_nvenc",)
 
 
 def cuda_hwaccel() -> Any:

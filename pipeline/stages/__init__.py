@@ -129,8 +129,9 @@ def _codec_gpus(cfg: CurateConfig, gpus: float) -> tuple[float, float]:
         return 0.0, 0.0
 
     def share(codec: str) -> float:
-        named = codec in ("h264_nvenc", "cuda")
-        return max(cfg.run.codec_gpus, NAMED_CODEC_GPUS) if named else cfg.run.codec_gpus if codec == "auto" else 0.0
+        if codec in ("libx264", "cpu"):
+            return 0.0
+        return cfg.run.codec_gpus if codec == "auto" else max(cfg.run.codec_gpus, NAMED_CODEC_GPUS)
 
     return share(encoder), share(decoder)
 
